@@ -1,0 +1,137 @@
+"""Command-line interface: ``python -m crossmodal <command> [options] [key=value ...]``.
+
+Each command is one small function below, registered in ``COMMANDS`` with its
+argument parser. Heavy imports (torch, open3d, lightning) happen inside the
+command so that ``--help`` is instant. Errors caused by the user's input
+(``CrossmodalError``) print one line and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from crossmodal.errors import CrossmodalError
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    """Register ``func(args) -> exit code`` as a subcommand; ``add_args`` fills its parser."""
+
+    def decorator(add_args: Callable[[argparse.ArgumentParser], None]):
+        def wrap(run: Callable[[argparse.Namespace], int]):
+            COMMANDS[name] = (help, add_args, run)
+            return run
+
+        return wrap
+
+    return decorator
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.preprocess.crop_size=128"
+    )
+
+
+# --------------------------------------------------------------------------- synth
+
+def _synth_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder (gets training/ and evaluation/)")
+    p.add_argument("--train", type=int, default=2000, help="number of training frames")
+    p.add_argument("--test", type=int, default=400, help="number of evaluation frames")
+    p.add_argument("--seed", type=int, default=0, help="frame i depends only on (seed, split, i)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+
+
+@command("synth", "write the procedural synthetic hand dataset in RHD's on-disk format")(_synth_args)
+def cmd_synth(args: argparse.Namespace) -> int:
+    from crossmodal.data.synthetic import generate
+
+    if args.train < 0 or args.test < 0:
+        raise CrossmodalError(f"--train and --test must be >= 0, got {args.train} and {args.test}")
+    generate(args.out, args.train, args.test, seed=args.seed, workers=args.workers)
+    print(f"wrote {args.train} training and {args.test} evaluation frames to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- cache
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    from crossmodal.registry import DATASETS
+
+    p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS.names())}")
+    p.add_argument("--root", required=True, help="dataset folder (RHD_published_v2, STB root, or synth --out)")
+    p.add_argument("--split", required=True, help="training/evaluation (rhd, synthetic) or train/test (stb)")
+    p.add_argument("--out", required=True, help="HDF5 file to write")
+    p.add_argument("--config", default=None, help="YAML config whose data.preprocess section is used")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    _add_overrides(p)
+
+
+@command("cache", "preprocess a dataset split into an HDF5 cache")(_cache_args)
+def cmd_cache(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from crossmodal.config import PreprocessConfig, load_config
+    from crossmodal.data.cache import build_cache
+    from crossmodal.registry import DATASETS
+
+    cfg = load_config(args.config, [f"data.dataset={args.dataset}", *args.overrides])
+    dataset = DATASETS.get(args.dataset, key="--dataset")(args.root, args.split)
+    pre = PreprocessConfig(**OmegaConf.to_container(cfg.data.preprocess, resolve=True))
+    report = build_cache(dataset, args.out, pre, workers=args.workers)
+    print(report)
+    return 0
+
+
+# --------------------------------------------------------------------------- config
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (optional)")
+    _add_overrides(p)
+
+
+@command("config", "print the resolved configuration (defaults <- YAML <- overrides)")(_config_args)
+def cmd_config(args: argparse.Namespace) -> int:
+    from crossmodal.config import load_config, to_yaml
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config, *overrides]  # first positional was an override
+    print(to_yaml(load_config(config, overrides)), end="")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m crossmodal",
+        description="crossmodal: cross-modal variational models for 3D hand pose estimation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name, (help_text, add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    _, _, run = COMMANDS[args.command]
+    try:
+        return run(args)
+    except CrossmodalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Datasets (RHD, STB, synthetic hands), preprocessing, HDF5 cache and datamodule."""

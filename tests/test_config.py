@@ -1,0 +1,78 @@
+"""Typed config: YAML + overrides merge, and every bad input is a one-line error naming the key."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from crossmodal.config import config_hash, load_config, save_config, PreprocessConfig
+from crossmodal.errors import ConfigError
+
+
+def test_defaults_yaml_and_overrides_merge_in_order(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("data:\n  batch_size: 8\n  num_points: 128\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("defaults: [base.yaml]\nseed: 3\ndata:\n  batch_size: 16\n")
+    cfg = load_config(str(child), ["data.preprocess.crop_size=96"])
+    assert cfg.seed == 3
+    assert cfg.data.batch_size == 16  # child beats base
+    assert cfg.data.num_points == 128  # from base
+    assert cfg.data.preprocess.crop_size == 96  # override beats files
+    assert cfg.data.preprocess.pool_size == 1024  # schema default kept
+
+
+def test_override_converts_types():
+    cfg = load_config(None, ["data.labeled_fraction=0.25", "data.preprocess.view_correction=false"])
+    assert cfg.data.labeled_fraction == 0.25
+    assert cfg.data.preprocess.view_correction is False
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["data.batch_sise=3"], "unknown config key 'data.batch_sise'; valid keys here: augment, batch_size"),
+        (["data.batch_size=abc"], "config key 'data.batch_size'"),
+        (["data.dataset=imagenet"], "data.dataset: unknown dataset 'imagenet'; registered datasets: rhd, stb, synthetic"),
+        (["data.labeled_fraction=0"], "data.labeled_fraction must be in (0, 1]"),
+        (["data.labeled_fraction=1.5"], "data.labeled_fraction must be in (0, 1]"),
+        (["data.num_points=2048"], "data.num_points (2048) cannot exceed data.preprocess.pool_size (1024)"),
+        (["batch_size"], "override 'batch_size' is not of the form key=value"),
+    ],
+)
+def test_bad_overrides_are_one_line_errors(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_bad_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(str(bad))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("data:\n  preprocess:\n    crop_sise: 3\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: unknown config key 'data.preprocess.crop_sise'.*crop_size"):
+        load_config(str(typo))
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    cfg = load_config(None, ["seed=7", "data.batch_size=4"])
+    out = tmp_path / "run" / "config.yaml"
+    save_config(cfg, out)
+    assert yaml.safe_load(out.read_text())["seed"] == 7
+    again = load_config(str(out))
+    assert config_hash(again) == config_hash(cfg)
+    assert [p.name for p in out.parent.iterdir()] == ["config.yaml"]  # no temporary file left
+
+
+def test_config_hash_sees_every_field():
+    base = config_hash(PreprocessConfig())
+    assert config_hash(PreprocessConfig()) == base
+    assert config_hash(PreprocessConfig(crop_size=65)) != base
+    assert config_hash(PreprocessConfig(view_correction=False)) != base
