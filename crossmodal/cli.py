@@ -106,6 +106,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- list
+
+@command("list", "list every registered dataset, encoder, decoder and strategy")(lambda p: None)
+def cmd_list(args: argparse.Namespace) -> int:
+    from crossmodal.registry import DATASETS, DECODERS, ENCODERS, STRATEGIES
+
+    for registry in (DATASETS, ENCODERS, DECODERS, STRATEGIES):
+        print(f"{registry.plural:<11}{', '.join(registry.names()) or '(none)'}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:

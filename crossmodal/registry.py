@@ -31,8 +31,9 @@ _PLUGIN_PACKAGES = {
 
 
 class Registry:
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._entries: dict[str, Any] = {}
         self._loaded = False
 
@@ -70,7 +71,7 @@ class Registry:
         if name not in self._entries:
             where = f"{key}: " if key else ""
             raise ConfigError(
-                f"{where}unknown {self.kind} {name!r}; registered {self.kind}s: {', '.join(self.names()) or '(none)'}"
+                f"{where}unknown {self.kind} {name!r}; registered {self.plural}: {', '.join(self.names()) or '(none)'}"
             )
         return self._entries[name]
 
@@ -88,4 +89,4 @@ class Registry:
 DATASETS = Registry("dataset")
 ENCODERS = Registry("encoder")
 DECODERS = Registry("decoder")
-STRATEGIES = Registry("strategy")
+STRATEGIES = Registry("strategy", "strategies")

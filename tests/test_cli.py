@@ -42,3 +42,13 @@ def test_user_errors_are_one_line(args, expected):
     assert result.stderr.startswith("error: ") and expected in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_list_shows_every_registry(capsys):
+    from crossmodal.registry import DATASETS, DECODERS, ENCODERS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in DATASETS.names() + ENCODERS.names() + DECODERS.names():
+        assert name in out
+    assert out.splitlines()[0].startswith("datasets")
