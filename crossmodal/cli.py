@@ -99,10 +99,49 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def cmd_config(args: argparse.Namespace) -> int:
     from crossmodal.config import load_config, to_yaml
 
+    print(to_yaml(load_config(*_split_config_arg(args))), end="")
+    return 0
+
+
+# --------------------------------------------------------------------------- train / eval
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (optional)")
+    _add_overrides(p)
+
+
+def _split_config_arg(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The optional YAML path and the overrides (a first positional with '=' is an override)."""
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not Path(config).exists():
-        config, overrides = None, [config, *overrides]  # first positional was an override
-    print(to_yaml(load_config(config, overrides)), end="")
+        config, overrides = None, [config, *overrides]
+    return config, overrides
+
+
+@command("train", "train a strategy, then evaluate it on the test split (runs/<name>/)")(_train_args)
+def cmd_train(args: argparse.Namespace) -> int:
+    from crossmodal.config import load_config
+    from crossmodal.train import train
+
+    config, overrides = _split_config_arg(args)
+    result = train(load_config(config, overrides))
+    if result.metrics is not None:
+        m = result.metrics
+        print(f"EPE mean {m['epe_mean']:.2f} mm | EPE median {m['epe_median']:.2f} mm | AUC 0-50 {m['auc_0_50']:.3f} | AUC 20-50 {m['auc_20_50']:.3f}")
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="checkpoint (e.g. runs/latest/checkpoints/best.ckpt)")
+    _add_overrides(p)
+
+
+@command("eval", "evaluate a checkpoint on the test split: table, metrics.json, PCK plot, figure")(_eval_args)
+def cmd_eval(args: argparse.Namespace) -> int:
+    from crossmodal.train import evaluate
+
+    m = evaluate(args.ckpt, list(args.overrides))
+    print(f"EPE mean {m['epe_mean']:.2f} mm | EPE median {m['epe_median']:.2f} mm | AUC 0-50 {m['auc_0_50']:.3f} | AUC 20-50 {m['auc_20_50']:.3f}")
     return 0
 
 

@@ -36,6 +36,11 @@ class PreprocessConfig:
     outlier_max_dist: float = 2.5  # drop cloud points farther than this * bone scale from the root joint's depth
     heatmap_size: int = 64  # side of the 2D heatmaps made on the fly from 2D keypoints
     heatmap_sigma: float = 2.0  # Gaussian sigma of each heatmap, in heatmap pixels
+    # Added by the preprocessing pipeline (crossmodal.data.preprocess): statistical outlier
+    # removal on the hand cloud, and the hand region of mask-less datasets (STB).
+    outlier_neighbors: int = 16  # k of the statistical filter: mean distance to the k nearest points
+    outlier_std_ratio: float = 2.0  # drop points whose k-NN mean distance exceeds mean + this * std
+    hand_radius: float = 0.6  # STB (no mask): hand = depth points within this * bone scale of a bone
 
 
 @dataclass
@@ -66,11 +71,64 @@ class DataConfig:
 
 
 @dataclass
+class ModelConfig:
+    # Which modules are built (by registry name) and how the strategy weighs their losses.
+    strategy: str = "poe"  # crossmodal (S1) | extended (S2) | kl_align (S3) | poe (S4)
+    latent_dim: int = 64  # size of z, shared by every encoder and decoder
+    encoders: list[str] = field(default_factory=lambda: ["rgb_resnet18", "cloud_respel"])  # the image encoder is used at inference
+    decoders: list[str] = field(default_factory=lambda: ["pose_mlp", "heatmap_dcgan", "cloud_foldingnet"])
+    # Constructor options per registered module name, e.g. {cloud_respel: {widths: [32, 64]}}.
+    encoder_options: dict[str, Any] = field(default_factory=dict)
+    decoder_options: dict[str, Any] = field(default_factory=dict)
+    joint_hidden: int = 512  # kl_align: width of the layer fusing RGB and cloud features
+    lambda_heat: float = 0.01  # weight of the heatmap term in L_recon (paper Eq. 11)
+    lambda_cloud: float = 1.0  # weight of Chamfer + EMD in L_recon
+    beta_start: float = 1e-5  # KL weight at step 0 ...
+    beta_end: float = 1e-3  # ... annealed log-linearly to this value
+    beta_anneal_fraction: float = 0.5  # fraction of the training steps over which beta ramps
+    beta_prime: float = 1.0  # kl_align: weight of KL(q(z|x,c) || q(z|x))
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # Adam learning rate (paper)
+    weight_decay: float = 0.0
+    lr_factor: float = 0.1  # on a validation plateau the lr is multiplied by this ...
+    lr_drops: int = 2  # ... at most this many times (paper: divided by 10 twice)
+    lr_patience: int = 3  # validation checks without improvement before a drop
+    grad_clip: float = 10.0  # gradient norm clipping; 0 disables
+
+
+@dataclass
+class TrainerConfig:
+    # Passed to lightning.Trainer. "auto" picks the GPU(s) when present, else the CPU.
+    accelerator: str = "auto"
+    devices: str = "auto"  # "auto", a count ("2") or a list ("[0,1]")
+    num_nodes: int = 1
+    strategy: str = "auto"  # "ddp" for multi-GPU / multi-node
+    precision: str = "auto"  # "auto": bf16/16-mixed on GPU, 32 on CPU; or any Lightning value
+    max_epochs: int = 30
+    max_steps: int = -1  # > 0 overrides max_epochs
+    val_check_interval: float = 1.0  # fraction of an epoch between validations
+    log_every_n_steps: int = 10
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    limit_test_batches: float = 1.0
+    deterministic: bool = False
+    progress: bool = True  # rich progress bar
+
+
+@dataclass
 class Config:
-    name: str = "run"  # run folder name under out_dir
+    name: str = ""  # run folder name under out_dir; "" -> <strategy>-<timestamp>
     out_dir: str = "runs"
     seed: int = 0
+    profile: str = "auto"  # cpu | gpu | auto (gpu when CUDA is available): presets merged under your YAML
+    resume: str = ""  # "" (fresh run), "true" (last checkpoint of runs/<name>) or a checkpoint path
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
 # --------------------------------------------------------------------------- loading
@@ -125,9 +183,15 @@ def parse_overrides(overrides: list[str]) -> Any:
 
 def validate(cfg: Any) -> None:
     """Checks that the type system cannot express: registry names and value ranges."""
-    from crossmodal.registry import DATASETS
+    from crossmodal.registry import DATASETS, DECODERS, ENCODERS, STRATEGIES
 
     DATASETS.get(cfg.data.dataset, key="data.dataset")
+    if "model" in cfg:
+        STRATEGIES.get(cfg.model.strategy, key="model.strategy")
+        for name in cfg.model.encoders:
+            ENCODERS.get(name, key="model.encoders")
+        for name in cfg.model.decoders:
+            DECODERS.get(name, key="model.decoders")
     if not 0.0 < cfg.data.labeled_fraction <= 1.0:
         raise ConfigError(f"data.labeled_fraction must be in (0, 1], got {cfg.data.labeled_fraction}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
@@ -143,20 +207,52 @@ def validate(cfg: Any) -> None:
         )
 
 
+PROFILES = ("cpu", "gpu", "none")
+
+
+def resolve_profile(name: str) -> str:
+    """``auto`` -> ``gpu`` when CUDA is available, else ``cpu``; other names are checked."""
+    if name == "auto":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if name not in PROFILES:
+        raise ConfigError(f"profile: unknown profile {name!r}; choices: auto, {', '.join(PROFILES)}")
+    return name
+
+
+def profile_layer(name: str) -> Any:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(Path(__file__).parent / "profiles" / f"{name}.yaml")
+
+
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None, schema: type = Config) -> Any:
-    """Schema defaults <- YAML file(s) <- ``key=value`` overrides, validated.
+    """Schema defaults <- profile preset <- YAML file(s) <- ``key=value`` overrides, validated.
 
     A YAML file may name others under ``defaults: [base.yaml, ...]`` (paths relative to it),
     merged in order before the file itself: the experiment configs share a base this way.
+    The ``profile`` (cpu / gpu / none / auto) is read from the merged result, then its preset
+    is put underneath your files, so anything you set explicitly wins over the preset.
     """
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.structured(schema)
-    if path is not None:
-        for layer_path, layer in _yaml_layers(path):
-            cfg = _merge(cfg, layer, str(layer_path))
+    base = OmegaConf.structured(schema)
+    layers = [(str(p), node) for p, node in _yaml_layers(path)] if path is not None else []
     if overrides:
-        cfg = _merge(cfg, parse_overrides(overrides), "command line")
+        layers.append(("command line", parse_overrides(overrides)))
+    cfg = base
+    for source, layer in layers:
+        cfg = _merge(cfg, layer, source)
+    if "profile" in cfg:
+        profile = resolve_profile(cfg.profile)
+        if profile != "none":
+            cfg = _merge(base, profile_layer(profile), f"profile {profile}")
+            for source, layer in layers:
+                cfg = _merge(cfg, layer, source)
+        cfg.profile = profile
     validate(cfg)
     return cfg
 

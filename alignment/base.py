@@ -1,0 +1,147 @@
+"""What every training strategy shares: building modules from config, masks, L_recon, inference.
+
+A strategy is a plain ``nn.Module`` holding the encoders (keyed by the batch key they
+read: "image", "cloud", "pose") and decoders (keyed by their target: "pose",
+"heatmaps", "cloud"). ``losses(batch, beta)`` returns the named, weighted loss
+terms plus their sum under "loss"; ``predict(image)`` infers from RGB alone.
+
+Masks (weak supervision, DESIGN.md section 1): pose and heatmap targets exist only
+for ``labeled`` samples, the cloud target only where ``has_cloud``; an encoder's
+input exists on the same rule (the pose encoder needs a label, the cloud encoder a
+cloud). A term whose target is missing for a sample costs nothing for that sample.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from alignment.gaussian import DiagonalGaussian, kl_standard_normal
+from crossmodal.errors import ConfigError
+from crossmodal.registry import DECODERS, ENCODERS
+
+#: Which batch flag says that a key's data exists for a sample.
+PRESENCE_FLAG = {"image": None, "pose": "labeled", "heatmaps": "labeled", "cloud": "has_cloud"}
+
+
+def _options(section: Any, name: str) -> dict[str, Any]:
+    """Constructor options of module ``name`` from ``model.{encoder,decoder}_options`` as a plain dict."""
+    from omegaconf import DictConfig, OmegaConf
+
+    raw = section.get(name, {}) if section is not None else {}
+    if isinstance(raw, DictConfig):
+        raw = OmegaConf.to_container(raw, resolve=True)
+    return dict(raw or {})
+
+
+def build_module(registry: Any, name: str, latent_dim: int, options: dict[str, Any], key: str) -> nn.Module:
+    """Build a registered module; an unknown option is a one-line error listing the valid ones."""
+    cls = registry.get(name, key=key)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "latent_dim")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"{key}: {name} has no option {unknown[0]!r}; its options: {', '.join(accepted) or '(none)'}")
+    return cls(latent_dim=latent_dim, **options)
+
+
+def presence(batch: Mapping[str, Tensor], key: str) -> Tensor:
+    """(B,) bool: does ``batch[key]`` exist for each sample."""
+    flag = PRESENCE_FLAG.get(key)
+    ref = batch["image"]
+    if flag is None or flag not in batch:
+        return torch.ones(ref.shape[0], dtype=torch.bool, device=ref.device)
+    return batch[flag].to(device=ref.device, dtype=torch.bool)
+
+
+class Strategy(nn.Module):
+    """Base class: subclasses implement ``losses`` and declare what they accept."""
+
+    registry_name: ClassVar[str] = "strategy"
+    #: Encoder input keys the strategy needs exactly (None: any set containing "image").
+    required_encoder_keys: ClassVar[tuple[str, ...] | None] = None
+    #: Decoder target keys the strategy may use (None: any).
+    allowed_decoder_keys: ClassVar[tuple[str, ...] | None] = None
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.latent_dim = int(cfg.latent_dim)
+        self.encoders = nn.ModuleDict()
+        for name in cfg.encoders:
+            enc = build_module(ENCODERS, name, self.latent_dim, _options(cfg.encoder_options, name), "model.encoders")
+            if enc.input_key in self.encoders:
+                raise ConfigError(f"model.encoders: two encoders read {enc.input_key!r} ({list(cfg.encoders)})")
+            self.encoders[enc.input_key] = enc
+        self.decoders = nn.ModuleDict()
+        for name in cfg.decoders:
+            dec = build_module(DECODERS, name, self.latent_dim, _options(cfg.decoder_options, name), "model.decoders")
+            if dec.target_key in self.decoders:
+                raise ConfigError(f"model.decoders: two decoders predict {dec.target_key!r} ({list(cfg.decoders)})")
+            self.decoders[dec.target_key] = dec
+        self.weights = {"pose": 1.0, "heatmaps": float(cfg.lambda_heat), "cloud": float(cfg.lambda_cloud)}
+        self._check_modules(cfg)
+
+    def _check_modules(self, cfg: Any) -> None:
+        name = self.registry_name
+        if "image" not in self.encoders:
+            raise ConfigError(f"model.encoders: strategy {name!r} needs an RGB encoder (input 'image'), got {list(cfg.encoders)}")
+        if self.required_encoder_keys is not None and set(self.encoders) != set(self.required_encoder_keys):
+            wanted = " + ".join(self.required_encoder_keys)
+            raise ConfigError(
+                f"model.encoders: strategy {name!r} uses exactly the encoders for {wanted}, got {list(cfg.encoders)}"
+            )
+        if "pose" not in self.decoders:
+            raise ConfigError(f"model.decoders: strategy {name!r} needs a pose decoder, got {list(cfg.decoders)}")
+        if self.allowed_decoder_keys is not None:
+            for target, dec in self.decoders.items():
+                if target not in self.allowed_decoder_keys:
+                    raise ConfigError(
+                        f"model.decoders: strategy {name!r} cannot use decoder {dec.registry_name!r} "
+                        f"(target {target!r}); it decodes only {', '.join(self.allowed_decoder_keys)}"
+                    )
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def encode(self, key: str, batch: Mapping[str, Tensor]) -> DiagonalGaussian:
+        return self.encoders[key](batch[key])
+
+    def reconstruction(self, q: DiagonalGaussian, batch: Mapping[str, Tensor], source: str, source_mask: Tensor) -> dict[str, Tensor]:
+        """L_recon(z) (paper Eq. 11), one weighted term per decoder, z drawn from ``q``.
+
+        ``source_mask`` (B,) marks the samples for which ``q`` exists at all.
+        """
+        z = q.sample(self.training)
+        terms = {}
+        for target, decoder in self.decoders.items():
+            mask = source_mask & presence(batch, target)
+            pred = decoder(z)
+            terms[f"{source}/{target}"] = self.weights[target] * decoder.loss(pred, batch[target], mask=mask)
+        return terms
+
+    @staticmethod
+    def kl_prior(q: DiagonalGaussian, mask: Tensor) -> Tensor:
+        """Mean over the samples in ``mask`` of KL(q || N(0, I)); 0 (in the graph) if none."""
+        kl = kl_standard_normal(q.mu, q.logvar)
+        return (kl * mask).sum() / mask.sum().clamp_min(1)
+
+    @staticmethod
+    def total(terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        terms["loss"] = torch.stack([v.float() for v in terms.values()]).sum()
+        return terms
+
+    # ------------------------------------------------------------------ interface
+
+    def losses(self, batch: Mapping[str, Tensor], beta: float) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, image: Tensor) -> dict[str, Tensor]:
+        """Inference from RGB alone: z = mean of q(z|x), decoded by every decoder."""
+        q = self.encoders["image"](image)
+        out = {"z": q.mu, "logvar": q.logvar}
+        for target, decoder in self.decoders.items():
+            out[target] = decoder(q.mu)
+        return out

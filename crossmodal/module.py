@@ -1,0 +1,140 @@
+"""The LightningModule: builds the strategy from the registry and delegates to it.
+
+Everything model-specific lives in the strategy (``alignment/``); this class only
+adds what Lightning needs: the beta schedule, logging, validation/test metrics,
+optimiser and learning-rate schedule, and the non-finite-loss guard.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from crossmodal.errors import CrossmodalError
+from crossmodal.registry import STRATEGIES
+
+
+class NonFiniteLossError(CrossmodalError):
+    """A loss term became NaN or infinite; a checkpoint was saved before stopping."""
+
+
+def beta_at(step: int, total_steps: int, cfg: Any) -> float:
+    """KL weight: log-linear from beta_start to beta_end over beta_anneal_fraction of training."""
+    ramp = max(1, int(total_steps * cfg.beta_anneal_fraction))
+    t = min(1.0, step / ramp)
+    return float(math.exp((1 - t) * math.log(cfg.beta_start) + t * math.log(cfg.beta_end)))
+
+
+class CrossmodalModule(L.LightningModule):
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        # The whole resolved config travels in the checkpoint: eval and resume rebuild from it.
+        self.save_hyperparameters({"config": config})
+        self.cfg: DictConfig = OmegaConf.create(config)
+        self.strategy = STRATEGIES.get(self.cfg.model.strategy, key="model.strategy")(self.cfg.model)
+        from crossmodal.metrics import KeypointMetrics
+
+        palm = self.cfg.data.dataset == "stb"  # STB's joint 0 already is the palm centre
+        self.val_metrics = KeypointMetrics(palm_is_joint0=palm)
+        self.test_metrics = KeypointMetrics(palm_is_joint0=palm)
+        self.test_samples: dict[str, list[torch.Tensor]] = {}
+        self.nonfinite_checkpoint: Path | None = None
+
+    # ------------------------------------------------------------------ training
+
+    def beta(self) -> float:
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        total = int(total) if math.isfinite(total) else 1
+        return beta_at(self.global_step, total, self.cfg.model)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        beta = self.beta()
+        terms = self.strategy.losses(batch, beta)
+        for name, value in terms.items():
+            if not torch.isfinite(value):
+                self._stop_on_nonfinite(name, value, batch_idx)
+        size = batch["image"].shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=size)
+        self.log("train/beta", beta, batch_size=size)
+        self.log("train/loss_epoch", terms["loss"].detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        return terms["loss"]
+
+    def _stop_on_nonfinite(self, name: str, value: torch.Tensor, batch_idx: int) -> None:
+        path = None
+        if self._trainer is not None and self.trainer.log_dir is not None:
+            path = Path(self.cfg.out_dir) / self.cfg.name / "checkpoints" / f"nonfinite-step{self.global_step}.ckpt"
+            # The weights are still those before this step: the checkpoint is usable for debugging.
+            self.trainer.save_checkpoint(path)
+            self.nonfinite_checkpoint = path
+        saved = f"; checkpoint saved to {path}" if path else ""
+        raise NonFiniteLossError(
+            f"non-finite loss at step {self.global_step}: term {name!r} = {value.item()} (batch index {batch_idx}){saved}"
+        )
+
+    # ------------------------------------------------------------------ evaluation
+
+    def _predict_pose(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # RGB only: nothing but the image reaches the model at test time.
+        return self.strategy.predict(batch["image"])
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self._predict_pose(batch)
+        self.val_metrics.update(out["pose"], batch["pose"], batch["scale"], batch["visible"])
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_metrics.compute()
+        self.log("val/epe_mean", result["epe_mean"], prog_bar=True, sync_dist=True)
+        self.log("val/epe_median", result["epe_median"], sync_dist=True)
+        self.log("val/auc_20_50", result["auc_20_50"], sync_dist=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self._predict_pose(batch)
+        self.test_metrics.update(out["pose"], batch["pose"], batch["scale"], batch["visible"])
+        keep = {
+            "image": batch["image"],
+            "pose": batch["pose"],
+            "pred_pose": out["pose"],
+            "root": batch["root"],
+            "scale": batch["scale"],
+            "K": batch["K"],
+            "cloud": batch["cloud"],
+        }
+        if "cloud" in out:
+            keep["pred_cloud"] = out["cloud"]
+        # Only the first few samples are kept, for the qualitative figure.
+        if sum(t.shape[0] for t in self.test_samples.get("image", [])) < 8:
+            for k, v in keep.items():
+                self.test_samples.setdefault(k, []).append(v.detach().cpu())
+
+    def on_test_epoch_start(self) -> None:
+        self.test_samples = {}
+        self.test_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.test_result = {k: (v.item() if torch.is_tensor(v) and v.numel() == 1 else v) for k, v in self.test_metrics.compute().items()}
+        self.log("test/epe_mean", float(self.test_result["epe_mean"]), sync_dist=True)
+        self.log("test/auc_20_50", float(self.test_result["auc_20_50"]), sync_dist=True)
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = self.cfg.optim
+        optimizer = torch.optim.Adam(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=opt.lr_factor,
+            patience=opt.lr_patience,
+            # "divided by 10 twice": the floor stops further drops (tiny slack for float error).
+            min_lr=opt.lr * opt.lr_factor**opt.lr_drops * 0.999,
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/epe_mean", "interval": "epoch", "strict": False},
+        }

@@ -1,0 +1,261 @@
+"""Training and evaluation runs: run folders, the Lightning Trainer, callbacks, reports.
+
+    run = train(cfg)                       # python -m crossmodal train [config.yaml] [key=value ...]
+    evaluate("runs/latest/checkpoints/best.ckpt")   # python -m crossmodal eval --ckpt PATH
+
+A run folder ``runs/<name>/`` holds ``config.yaml`` (the resolved config),
+``checkpoints/{best,last}.ckpt``, TensorBoard and CSV logs, and after evaluation
+``metrics.json``, ``pck.png`` and ``qualitative.png``; ``runs/latest`` points at the
+newest run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from crossmodal.config import save_config
+from crossmodal.errors import ConfigError, CrossmodalError
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best_checkpoint: Path | None
+    metrics: dict[str, Any] | None
+
+
+# ---------------------------------------------------------------------- run folders
+
+def run_directory(cfg: DictConfig) -> Path:
+    return Path(cfg.out_dir) / cfg.name
+
+
+def point_latest(run_dir: Path) -> None:
+    """Atomically make ``<out_dir>/latest`` a symlink to ``run_dir``."""
+    latest = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, latest)
+
+
+def resolve_resume(cfg: DictConfig) -> str | None:
+    """``resume``: "" -> None; "true" -> this run's last checkpoint; else a checkpoint path."""
+    value = str(cfg.resume).strip()
+    if value.lower() in ("", "false", "none"):
+        return None
+    if value.lower() == "true":
+        path = run_directory(cfg) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(f"resume=true: no checkpoint to resume at {path} (set name= to the run to resume)")
+        return str(path)
+    if not Path(value).is_file():
+        raise ConfigError(f"resume: checkpoint not found: {value}")
+    return value
+
+
+def load_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The resolved config stored in a checkpoint; a missing or foreign file is a one-line error."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    try:
+        return ckpt["hyper_parameters"]["config"]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{path}: not a crossmodal checkpoint (no hyper_parameters.config)") from None
+
+
+def check_compatible(ckpt_config: dict[str, Any], cfg: DictConfig, path: str | Path) -> None:
+    """A checkpoint from another strategy or model config cannot be loaded: say which key differs."""
+    theirs = OmegaConf.create(ckpt_config).model
+    ours = cfg.model
+    if theirs.strategy != ours.strategy:
+        raise ConfigError(f"{path} was trained with strategy {theirs.strategy!r}, not {ours.strategy!r}")
+    for key in ("latent_dim", "encoders", "decoders", "encoder_options", "decoder_options", "joint_hidden"):
+        a, b = OmegaConf.to_container(theirs)[key], OmegaConf.to_container(ours)[key]
+        if a != b:
+            raise ConfigError(f"{path} was trained with model.{key}={a}, this config has model.{key}={b}")
+    if ckpt_config["data"]["preprocess"]["crop_size"] != cfg.data.preprocess.crop_size:
+        raise ConfigError(
+            f"{path} was trained with data.preprocess.crop_size={ckpt_config['data']['preprocess']['crop_size']}, "
+            f"this config has {cfg.data.preprocess.crop_size}"
+        )
+
+
+# ---------------------------------------------------------------------- trainer
+
+def _precision(cfg: DictConfig) -> str:
+    import torch
+
+    if cfg.trainer.precision != "auto":
+        return cfg.trainer.precision
+    if cfg.trainer.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _devices(value: str) -> Any:
+    value = str(value).strip()
+    if value == "auto":
+        return "auto"
+    if value.isdigit() or (value.startswith("-") and value[1:].isdigit()):
+        return int(value)
+    if value.startswith("["):
+        return [int(v) for v in value.strip("[]").split(",") if v.strip()]
+    raise ConfigError(f"trainer.devices must be 'auto', a count or a list like [0,1], got {value!r}")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, with_loggers: bool = True) -> Any:
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    t = cfg.trainer
+    callbacks: list[Any] = []
+    has_val = cfg.data.val_fraction > 0
+    callbacks.append(
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="best",
+            monitor="val/epe_mean" if has_val else None,
+            mode="min",
+            save_last=True,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+    )
+    loggers: list[Any] = []
+    if with_loggers:
+        loggers = [
+            TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
+            CSVLogger(save_dir=str(run_dir), name="csv", version=""),
+        ]
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    if t.progress:
+        callbacks.append(RichProgressBar(leave=True))
+    return L.Trainer(
+        default_root_dir=str(run_dir),
+        accelerator=t.accelerator,
+        devices=_devices(t.devices),
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        precision=_precision(cfg),
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        val_check_interval=t.val_check_interval,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches if has_val else 0,
+        limit_test_batches=t.limit_test_batches,
+        gradient_clip_val=cfg.optim.grad_clip or None,
+        deterministic=t.deterministic,
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_progress_bar=bool(t.progress),
+        enable_model_summary=False,
+    )
+
+
+def build_datamodule(cfg: DictConfig) -> Any:
+    from crossmodal.data.datamodule import CrossmodalDataModule
+
+    return CrossmodalDataModule(OmegaConf.to_object(cfg.data), progress=bool(cfg.trainer.progress))
+
+
+# ---------------------------------------------------------------------- train / eval
+
+def train(cfg: DictConfig) -> RunResult:
+    """Fit, then evaluate the best checkpoint on the test split and write the reports."""
+    import lightning as L
+
+    from crossmodal.module import CrossmodalModule
+
+    if not cfg.name:
+        cfg.name = f"{cfg.model.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = run_directory(cfg)
+    resume = resolve_resume(cfg)
+    if resume is not None:
+        check_compatible(load_checkpoint_config(resume), cfg, resume)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    model = CrossmodalModule(OmegaConf.to_container(cfg, resolve=True))
+    trainer = build_trainer(cfg, run_dir)
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        point_latest(run_dir)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    best = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
+    metrics = None
+    if trainer.is_global_zero and best:
+        metrics = evaluate_checkpoint(best, cfg, run_dir)
+    return RunResult(run_dir, Path(best) if best else None, metrics)
+
+
+def evaluate_checkpoint(ckpt: str | Path, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Test-split metrics of a checkpoint, on one device, with the report files."""
+    from crossmodal.module import CrossmodalModule
+
+    check_compatible(load_checkpoint_config(ckpt), cfg, ckpt)
+    model = CrossmodalModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    eval_cfg = cfg.copy()
+    eval_cfg.trainer.devices, eval_cfg.trainer.num_nodes, eval_cfg.trainer.strategy = "1", 1, "auto"
+    trainer = build_trainer(eval_cfg, run_dir, with_loggers=False)
+    datamodule = build_datamodule(eval_cfg)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    metrics = dict(model.test_result)
+    write_reports(model, metrics, cfg, run_dir, Path(ckpt))
+    return metrics
+
+
+def write_reports(model: Any, metrics: dict[str, Any], cfg: DictConfig, run_dir: Path, ckpt: Path) -> None:
+    import torch
+
+    from crossmodal import report
+
+    title = f"{cfg.model.strategy} on {cfg.data.dataset} (test split) — {ckpt.name}"
+    print(report.format_results_table(metrics, title))
+    report.write_metrics_json({**metrics, "checkpoint": str(ckpt), "strategy": cfg.model.strategy, "dataset": cfg.data.dataset}, run_dir / "metrics.json")
+    report.plot_pck({cfg.model.strategy: (metrics["thresholds"], metrics["pck"])}, run_dir / "pck.png", title)
+    s = {k: torch.cat(v) for k, v in model.test_samples.items()}
+    if s:
+        def uv_of(pose: torch.Tensor) -> torch.Tensor:
+            # Undo the normalisation with the ground truth's root and scale, project with the crop K.
+            xyz = pose * s["scale"][:, None, None] + s["root"][:, None, :]
+            h = torch.einsum("nij,nkj->nki", s["K"].double(), xyz.double())
+            return h[..., :2] / h[..., 2:3]
+
+        image = (s["image"].permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+        report.plot_qualitative(
+            image,
+            uv_of(s["pose"]).numpy(),
+            uv_of(s["pred_pose"]).numpy(),
+            s["cloud"].numpy(),
+            s["pred_cloud"].numpy() if "pred_cloud" in s else None,
+            run_dir / "qualitative.png",
+        )
+    print(f"run folder: {run_dir}  (metrics.json, pck.png, qualitative.png, checkpoints/)")
+
+
+def evaluate(ckpt: str, overrides: list[str]) -> dict[str, Any]:
+    """``python -m crossmodal eval --ckpt PATH [key=value ...]``: the checkpoint's own config + overrides."""
+    from crossmodal.config import Config, _merge, parse_overrides, validate
+
+    stored = OmegaConf.merge(OmegaConf.structured(Config), load_checkpoint_config(ckpt))
+    cfg = _merge(stored, parse_overrides(overrides), "command line") if overrides else stored
+    validate(cfg)
+    run_dir = Path(ckpt).resolve().parent.parent if Path(ckpt).resolve().parent.name == "checkpoints" else Path(ckpt).resolve().parent
+    return evaluate_checkpoint(ckpt, cfg, run_dir)
