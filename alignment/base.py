@@ -64,37 +64,42 @@ class Strategy(nn.Module):
     required_encoder_keys: ClassVar[tuple[str, ...] | None] = None
     #: Decoder target keys the strategy may use (None: any).
     allowed_decoder_keys: ClassVar[tuple[str, ...] | None] = None
+    #: Modules built when ``model.encoders`` / ``model.decoders`` are left empty.
+    default_encoders: ClassVar[tuple[str, ...]] = ("rgb_resnet18", "cloud_respel")
+    default_decoders: ClassVar[tuple[str, ...]] = ("pose_mlp", "heatmap_dcgan", "cloud_foldingnet")
 
     def __init__(self, cfg: Any) -> None:
         super().__init__()
         self.cfg = cfg
         self.latent_dim = int(cfg.latent_dim)
+        self.encoder_names = list(cfg.encoders) or list(self.default_encoders)
+        self.decoder_names = list(cfg.decoders) or list(self.default_decoders)
         self.encoders = nn.ModuleDict()
-        for name in cfg.encoders:
+        for name in self.encoder_names:
             enc = build_module(ENCODERS, name, self.latent_dim, _options(cfg.encoder_options, name), "model.encoders")
             if enc.input_key in self.encoders:
-                raise ConfigError(f"model.encoders: two encoders read {enc.input_key!r} ({list(cfg.encoders)})")
+                raise ConfigError(f"model.encoders: two encoders read {enc.input_key!r} ({self.encoder_names})")
             self.encoders[enc.input_key] = enc
         self.decoders = nn.ModuleDict()
-        for name in cfg.decoders:
+        for name in self.decoder_names:
             dec = build_module(DECODERS, name, self.latent_dim, _options(cfg.decoder_options, name), "model.decoders")
             if dec.target_key in self.decoders:
-                raise ConfigError(f"model.decoders: two decoders predict {dec.target_key!r} ({list(cfg.decoders)})")
+                raise ConfigError(f"model.decoders: two decoders predict {dec.target_key!r} ({self.decoder_names})")
             self.decoders[dec.target_key] = dec
         self.weights = {"pose": 1.0, "heatmaps": float(cfg.lambda_heat), "cloud": float(cfg.lambda_cloud)}
-        self._check_modules(cfg)
+        self._check_modules()
 
-    def _check_modules(self, cfg: Any) -> None:
+    def _check_modules(self) -> None:
         name = self.registry_name
         if "image" not in self.encoders:
-            raise ConfigError(f"model.encoders: strategy {name!r} needs an RGB encoder (input 'image'), got {list(cfg.encoders)}")
+            raise ConfigError(f"model.encoders: strategy {name!r} needs an RGB encoder (input 'image'), got {self.encoder_names}")
         if self.required_encoder_keys is not None and set(self.encoders) != set(self.required_encoder_keys):
             wanted = " + ".join(self.required_encoder_keys)
             raise ConfigError(
-                f"model.encoders: strategy {name!r} uses exactly the encoders for {wanted}, got {list(cfg.encoders)}"
+                f"model.encoders: strategy {name!r} uses exactly the encoders for {wanted}, got {self.encoder_names}"
             )
         if "pose" not in self.decoders:
-            raise ConfigError(f"model.decoders: strategy {name!r} needs a pose decoder, got {list(cfg.decoders)}")
+            raise ConfigError(f"model.decoders: strategy {name!r} needs a pose decoder, got {self.decoder_names}")
         if self.allowed_decoder_keys is not None:
             for target, dec in self.decoders.items():
                 if target not in self.allowed_decoder_keys:

@@ -16,6 +16,8 @@ from crossmodal.registry import STRATEGIES
 @STRATEGIES.register("crossmodal")
 class CrossModalVAE(Strategy):
     required_encoder_keys = ("image",)
+    default_encoders = ("rgb_resnet18",)
+    default_decoders = ("pose_mlp",)
     allowed_decoder_keys = ("pose",)
 
     def losses(self, batch: Mapping[str, Tensor], beta: float) -> dict[str, Tensor]:

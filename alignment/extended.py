@@ -19,6 +19,7 @@ from crossmodal.registry import STRATEGIES
 @STRATEGIES.register("extended")
 class ExtendedCrossModal(Strategy):
     required_encoder_keys = ("image",)
+    default_encoders = ("rgb_resnet18",)
 
     def losses(self, batch: Mapping[str, Tensor], beta: float) -> dict[str, Tensor]:
         q = self.encode("image", batch)

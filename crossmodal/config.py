@@ -33,7 +33,7 @@ class PreprocessConfig:
     view_correction: bool = True  # rotate the virtual camera onto the hand (paper Fig. 5)
     pool_size: int = 1024  # farthest-point-sampled cloud points kept per frame
     root_joint: int = 0  # pose and cloud are expressed relative to this joint
-    outlier_max_dist: float = 2.5  # drop cloud points farther than this * bone scale from the root joint's depth
+    outlier_max_dist: float = 2.5  # drop cloud points beyond the depth range of the hand joints by more than this * bone scale
     heatmap_size: int = 64  # side of the 2D heatmaps made on the fly from 2D keypoints
     heatmap_sigma: float = 2.0  # Gaussian sigma of each heatmap, in heatmap pixels
     # Added by the preprocessing pipeline (crossmodal.data.preprocess): statistical outlier
@@ -75,8 +75,10 @@ class ModelConfig:
     # Which modules are built (by registry name) and how the strategy weighs their losses.
     strategy: str = "poe"  # crossmodal (S1) | extended (S2) | kl_align (S3) | poe (S4)
     latent_dim: int = 64  # size of z, shared by every encoder and decoder
-    encoders: list[str] = field(default_factory=lambda: ["rgb_resnet18", "cloud_respel"])  # the image encoder is used at inference
-    decoders: list[str] = field(default_factory=lambda: ["pose_mlp", "heatmap_dcgan", "cloud_foldingnet"])
+    # Registered module names; empty means the strategy's own default (see alignment/<strategy>.py).
+    # The encoder reading "image" is the one used at inference.
+    encoders: list[str] = field(default_factory=list)
+    decoders: list[str] = field(default_factory=list)
     # Constructor options per registered module name, e.g. {cloud_respel: {widths: [32, 64]}}.
     encoder_options: dict[str, Any] = field(default_factory=dict)
     decoder_options: dict[str, Any] = field(default_factory=dict)
