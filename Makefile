@@ -11,13 +11,22 @@ TORCH_VERSION ?= 2.13.0
 # The stamp names the torch version so that `make setup TORCH_VERSION=...` re-runs set-up.
 STAMP := $(VENV)/.setup-done-torch-$(TORCH_VERSION)
 
-SYNTH_DIR ?= data/synthetic
-SYNTH_TRAIN ?= 2000
-SYNTH_TEST ?= 400
-SEED ?= 0
+STRATEGY ?= poe
+DATA ?= synthetic
+DATA_ROOT ?=
+CONFIG ?=
+ARGS ?=
 PYTEST_ARGS ?=
+# DATA/DATA_ROOT pick the dataset (synthetic, rhd, stb); ARGS takes any key=value overrides.
+DATA_ARGS := data.dataset=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT),) $(if $(filter-out synthetic,$(DATA)),data.cache_dir=data/cache-$(DATA),)
 
-.PHONY: help setup data test bench clean
+ifneq ($(DATA),synthetic)
+ifeq ($(DATA_ROOT),)
+$(error DATA=$(DATA) needs DATA_ROOT=<folder holding the dataset>, e.g. DATA_ROOT=/data/RHD_published_v2)
+endif
+endif
+
+.PHONY: help setup data train eval test bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,17 +41,19 @@ $(STAMP): setup.cfg pyproject.toml scripts/ensure_system_deps.sh
 	@$(PY) -c "import torch, lightning, open3d, h5py; print(f'setup: torch {torch.__version__}, lightning {lightning.__version__}, open3d {open3d.__version__}, h5py {h5py.__version__}')"
 	@rm -f $(VENV)/.setup-done-torch-* && touch $@
 
-data: $(STAMP)  ## generate the synthetic hands (SYNTH_TRAIN/SYNTH_TEST frames) if missing
-	@if [ -f $(SYNTH_DIR)/evaluation/anno_evaluation.pickle ] && [ -f $(SYNTH_DIR)/training/anno_training.pickle ]; then \
-		echo "data: $(SYNTH_DIR) already exists"; \
-	else \
-		$(PY) -m crossmodal synth --out $(SYNTH_DIR) --train $(SYNTH_TRAIN) --test $(SYNTH_TEST) --seed $(SEED); \
-	fi
+data: $(STAMP)  ## generate the synthetic hands if missing and build the caches (DATA=rhd|stb DATA_ROOT=... for real data)
+	$(PY) -m crossmodal prepare $(CONFIG) $(DATA_ARGS) $(ARGS)
+
+train: $(STAMP)  ## train STRATEGY=crossmodal|extended|kl_align|poe, then evaluate (CPU profile without a GPU)
+	$(PY) -m crossmodal train $(CONFIG) model.strategy=$(STRATEGY) $(DATA_ARGS) $(ARGS)
+
+eval: $(STAMP)  ## re-evaluate the latest run (runs/latest)
+	$(PY) -m crossmodal eval --ckpt runs/latest/checkpoints/best.ckpt $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## data benchmarks; results go to benchmarks/results/
+bench: $(STAMP)  ## benchmarks; results go to benchmarks/results/
 	$(PY) benchmarks/synth_speed.py
 	$(PY) benchmarks/data_pipeline.py
 

@@ -84,18 +84,34 @@ def cmd_cache(args: argparse.Namespace) -> int:
     dataset = DATASETS.get(args.dataset, key="--dataset")(args.root, args.split)
     pre = PreprocessConfig(**OmegaConf.to_container(cfg.data.preprocess, resolve=True))
     report = build_cache(dataset, args.out, pre, workers=args.workers)
-    print(report)
+    skipped = f" (indices {report.skipped_indices})" if report.skipped else ""
+    print(
+        f"wrote {report.written} samples to {report.path} in {report.seconds:.1f} s; "
+        f"skipped {report.skipped} frames with no hand pixels{skipped}; config hash {report.config_hash[:12]}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- prepare
+
+@command("prepare", "generate the synthetic data (if it is the dataset) and build the train/test caches")(
+    lambda p: _train_args(p)
+)
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from crossmodal.config import load_config
+    from crossmodal.train import build_datamodule
+
+    cfg = load_config(*_split_config_arg(args))
+    datamodule = build_datamodule(cfg)
+    datamodule.prepare_data()
+    for split in datamodule.splits():
+        print(f"cache ready: {datamodule.cache_path(split)}")
     return 0
 
 
 # --------------------------------------------------------------------------- config
 
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="?", default=None, help="YAML config file (optional)")
-    _add_overrides(p)
-
-
-@command("config", "print the resolved configuration (defaults <- YAML <- overrides)")(_config_args)
+@command("config", "print the resolved configuration (defaults <- profile <- YAML <- overrides)")(lambda p: _train_args(p))
 def cmd_config(args: argparse.Namespace) -> int:
     from crossmodal.config import load_config, to_yaml
 

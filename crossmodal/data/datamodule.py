@@ -119,7 +119,7 @@ class CrossmodalDataModule(L.LightningDataModule):
 
         return DATASETS.get(self.cfg.dataset, key="data.dataset")
 
-    def _splits(self) -> tuple[str, str]:
+    def splits(self) -> tuple[str, str]:
         reader = self._dataset_class()
         return reader.TRAIN_SPLIT, reader.TEST_SPLIT
 
@@ -133,7 +133,7 @@ class CrossmodalDataModule(L.LightningDataModule):
 
     def _synthetic_present(self) -> bool:
         # The generator writes each split's annotation pickle last: its presence marks a finished split.
-        train, test = self._splits()
+        train, test = self.splits()
         root = Path(self.cfg.root)
         return all((root / split / f"anno_{split}.pickle").is_file() for split in (train, test))
 
@@ -148,7 +148,7 @@ class CrossmodalDataModule(L.LightningDataModule):
 
             synth = self.cfg.synthetic
             generate(self.cfg.root, synth.train, synth.test, synth.seed, progress=self.progress)
-        for split in self._splits():
+        for split in self.splits():
             ensure_cache(self.cfg.dataset, self.cfg.root, split, self.cfg.cache_dir, self.cfg.preprocess, progress=self.progress)
 
     def _open(self, split: str) -> CacheReader:
@@ -162,7 +162,7 @@ class CrossmodalDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Open the caches: train + val for fit/validate, test for test/predict."""
         cfg = self.cfg
-        train_split, test_split = self._splits()
+        train_split, test_split = self.splits()
         if stage in (None, "fit", "validate"):
             reader = self._open(train_split)
             n = len(reader)
