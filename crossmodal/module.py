@@ -88,10 +88,21 @@ class CrossmodalModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         result = self.val_metrics.compute()
-        self.log("val/epe_mean", result["epe_mean"], prog_bar=True, sync_dist=True)
-        self.log("val/epe_median", result["epe_median"], sync_dist=True)
-        self.log("val/auc_20_50", result["auc_20_50"], sync_dist=True)
+        # compute() already gathers every process's samples: no sync_dist needed.
+        self.log("val/epe_mean", result["epe_mean"], prog_bar=True)
+        self.log("val/epe_median", result["epe_median"])
+        self.log("val/auc_20_50", result["auc_20_50"])
+        self.log("val/auc_0_50", result["auc_0_50"])
         self.val_metrics.reset()
+        if not self.trainer.sanity_checking:
+            # Stepped here rather than by Lightning after the epoch, so that the checkpoint
+            # written at this validation already holds the stepped plateau state (resume-exact).
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step(float(result["epe_mean"]))
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Lightning's own plateau step is replaced by the one in ``on_validation_epoch_end``."""
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self._predict_pose(batch)
@@ -118,8 +129,8 @@ class CrossmodalModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_result = {k: (v.item() if torch.is_tensor(v) and v.numel() == 1 else v) for k, v in self.test_metrics.compute().items()}
-        self.log("test/epe_mean", float(self.test_result["epe_mean"]), sync_dist=True)
-        self.log("test/auc_20_50", float(self.test_result["auc_20_50"]), sync_dist=True)
+        self.log("test/epe_mean", float(self.test_result["epe_mean"]))
+        self.log("test/auc_20_50", float(self.test_result["auc_20_50"]))
 
     # ------------------------------------------------------------------ optimisation
 

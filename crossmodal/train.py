@@ -199,10 +199,23 @@ def train(cfg: DictConfig) -> RunResult:
         point_latest(run_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
     best = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
+    is_zero = trainer.is_global_zero
+    _leave_process_group()
     metrics = None
-    if trainer.is_global_zero and best:
+    if is_zero and best:
+        # The test split is evaluated once, on one device, so every sample counts exactly once
+        # (a distributed sampler would pad the split to a multiple of the world size).
         metrics = evaluate_checkpoint(best, cfg, run_dir)
     return RunResult(run_dir, Path(best) if best else None, metrics)
+
+
+def _leave_process_group() -> None:
+    """After DDP training, ranks > 0 are done; rank 0 evaluates alone without the group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def evaluate_checkpoint(ckpt: str | Path, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

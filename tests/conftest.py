@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny synthetic dataset (generated once per session) and a fast config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crossmodal.config import load_config
+
+#: Small but real: every module, the full data path, a few seconds per strategy.
+TINY_OVERRIDES = [
+    "profile=none",
+    "data.synthetic.train=20",
+    "data.synthetic.test=6",
+    "data.synthetic.seed=11",
+    "data.val_fraction=0.2",
+    "data.batch_size=4",
+    "data.num_workers=0",
+    "data.num_points=64",
+    "data.preprocess.crop_size=32",
+    "data.preprocess.pool_size=128",
+    "model.latent_dim=16",
+    "model.encoder_options.cloud_respel.widths=[16,32]",
+    "model.decoder_options.cloud_foldingnet.grid_size=8",
+    "model.decoder_options.cloud_foldingnet.hidden=[64,64]",
+    "model.decoder_options.heatmap_dcgan.channels=[32,16,16,8]",
+    "model.joint_hidden=32",
+    "trainer.progress=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> list[str]:
+    """Overrides pointing at a tiny synthetic dataset whose caches are already built."""
+    from crossmodal.train import build_datamodule
+
+    work: Path = tmp_path_factory.mktemp("tiny")
+    overrides = TINY_OVERRIDES + [f"data.root={work / 'synthetic'}", f"data.cache_dir={work / 'cache'}"]
+    build_datamodule(load_config(None, overrides)).prepare_data()
+    return overrides

@@ -1,0 +1,168 @@
+"""Strategies trained for real on tiny synthetic data through the Lightning module and CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from crossmodal.cli import main
+from crossmodal.config import load_config
+from crossmodal.module import CrossmodalModule, beta_at
+from crossmodal.train import build_datamodule
+
+STRATEGIES = ["crossmodal", "extended", "kl_align", "poe"]
+
+
+def first_batch(cfg, labeled: bool | None = None) -> dict[str, torch.Tensor]:
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    batch = dm.finish_batch(next(iter(dm.train_dataloader())), augment=False)
+    if labeled is not None:
+        batch["labeled"] = torch.full_like(batch["labeled"], labeled)
+    return batch
+
+
+def build(tiny_data, *overrides: str):
+    from omegaconf import OmegaConf
+
+    cfg = load_config(None, [*tiny_data, *overrides])
+    return cfg, CrossmodalModule(OmegaConf.to_container(cfg, resolve=True))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_loss_falls(tiny_data, strategy):
+    torch.manual_seed(0)
+    cfg, module = build(tiny_data, f"model.strategy={strategy}")
+    batch = first_batch(cfg, labeled=True)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    losses = []
+    module.train()
+    for _ in range(25):
+        opt.zero_grad()
+        terms = module.strategy.losses(batch, beta=1e-3)
+        terms["loss"].backward()
+        opt.step()
+        losses.append(terms["loss"].item())
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.7 * first, (strategy, losses)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_inference_needs_rgb_only(tiny_data, strategy):
+    cfg, module = build(tiny_data, f"model.strategy={strategy}")
+    module.eval()
+    batch = first_batch(cfg)
+    rgb_only = {k: batch[k] for k in ("image", "pose", "scale", "visible")}  # no cloud, no heatmaps
+    module.validation_step(rgb_only, 0)
+    result = module.val_metrics.compute()
+    assert torch.isfinite(result["epe_mean"])
+    out = module.strategy.predict(batch["image"])
+    assert out["pose"].shape == batch["pose"].shape
+    again = module.strategy.predict(batch["image"])
+    assert torch.equal(out["pose"], again["pose"])  # the mean of q(z|x): deterministic
+
+
+@pytest.mark.parametrize("strategy", ["extended", "kl_align", "poe"])
+def test_unlabelled_batch_gives_no_pose_gradient(tiny_data, strategy):
+    cfg, module = build(tiny_data, f"model.strategy={strategy}")
+    batch = first_batch(cfg, labeled=False)
+    terms = module.strategy.losses(batch, beta=1e-3)
+    terms["loss"].backward()
+    for target in ("pose", "heatmaps"):
+        for name, p in module.strategy.decoders[target].named_parameters():
+            assert p.grad is None or torch.count_nonzero(p.grad) == 0, (target, name)
+    cloud_grads = [p.grad for p in module.strategy.decoders["cloud"].parameters()]
+    assert any(g is not None and torch.count_nonzero(g) > 0 for g in cloud_grads)  # clouds still train
+    assert all(v.item() == 0 for k, v in terms.items() if k.endswith(("/pose", "/heatmaps")))
+
+
+def test_beta_schedule_log_linear():
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"beta_start": 1e-5, "beta_end": 1e-3, "beta_anneal_fraction": 0.5})
+    assert beta_at(0, 100, cfg) == pytest.approx(1e-5)
+    assert beta_at(25, 100, cfg) == pytest.approx(1e-4)
+    assert beta_at(50, 100, cfg) == pytest.approx(1e-3)
+    assert beta_at(99, 100, cfg) == pytest.approx(1e-3)
+
+
+def test_train_eval_and_resume_at_same_step(tiny_data, tmp_path, capsys):
+    # 16 training frames / batch 4 = 4 steps per epoch; checkpoints are written at epoch ends.
+    common = [*tiny_data, f"out_dir={tmp_path}", "name=run", "model.strategy=poe"]
+    assert main(["train", *common, "trainer.max_epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "EPE mean" in out
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.json", "pck.png", "qualitative.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*")) and (run / "csv" / "metrics.csv").is_file()
+    assert (tmp_path / "latest").resolve() == run.resolve()
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert first["global_step"] == 4
+    assert main(["train", *common, "trainer.max_epochs=2", "resume=true"]) == 0
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 8 and resumed["epoch"] == 1
+    adam_steps = {int(s["step"]) for s in resumed["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {8}  # the optimizer state continued, not restarted
+    assert first["lr_schedulers"][0]["last_epoch"] == 1  # one validation, one plateau step
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 2  # the plateau schedule continued too
+    assert main(["eval", "--ckpt", str(run / "checkpoints" / "last.ckpt")]) == 0
+    assert "EPE mean" in capsys.readouterr().out
+
+
+def test_nonfinite_loss_stops_with_step_term_and_checkpoint(tiny_data, tmp_path, capsys):
+    code = main(["train", *tiny_data, f"out_dir={tmp_path}", "name=nan", "model.strategy=extended",
+                 "model.lambda_heat=inf", "trainer.max_steps=3"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "non-finite loss at step 0: term 'image/heatmaps' = inf (batch index 0)" in err
+    assert (tmp_path / "nan" / "checkpoints" / "nonfinite-step0.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["model.strategy=s5"], "model.strategy: unknown strategy 's5'; registered strategies: crossmodal, extended, kl_align, poe"),
+        (["model.strategy=crossmodal", "model.decoders=[pose_mlp,heatmap_dcgan]"], "strategy 'crossmodal' cannot use decoder 'heatmap_dcgan'"),
+        (["data.labeled_fraction=0"], "data.labeled_fraction must be in (0, 1], got 0"),
+        (["data.labeled_fraction=1.01"], "data.labeled_fraction must be in (0, 1], got 1.01"),
+    ],
+)
+def test_train_errors_are_one_line(tiny_data, tmp_path, capsys, overrides, expected):
+    assert main(["train", *tiny_data, f"out_dir={tmp_path}", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_checkpoint_from_another_strategy_is_refused(tiny_data, tmp_path, capsys):
+    assert main(["train", *tiny_data, f"out_dir={tmp_path}", "name=s1", "model.strategy=crossmodal", "trainer.max_steps=1"]) == 0
+    ckpt = tmp_path / "s1" / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(ckpt), "model.strategy=poe"]) == 2
+    assert f"{ckpt} was trained with strategy 'crossmodal', not 'poe'" in capsys.readouterr().err
+    assert main(["train", *tiny_data, f"out_dir={tmp_path}", "name=s1", "model.strategy=crossmodal",
+                 "model.latent_dim=8", "resume=true"]) == 2
+    assert "model.latent_dim=16, this config has model.latent_dim=8" in capsys.readouterr().err
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["eval", "--ckpt", str(bad)]) == 2
+    assert f"{bad}: not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes(tiny_data, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-m", "crossmodal", "train", *tiny_data, f"out_dir={tmp_path}", "name=ddp",
+         "model.strategy=poe", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+         "trainer.max_steps=2"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2
+    assert "EPE mean" in result.stdout
