@@ -53,9 +53,11 @@ eval: $(STAMP)  ## re-evaluate the latest run (runs/latest)
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)  ## benchmarks; results go to benchmarks/results/
+bench: $(STAMP)  ## speed benchmarks (data, kernels, training step); results go to benchmarks/results/
 	$(PY) benchmarks/synth_speed.py
 	$(PY) benchmarks/data_pipeline.py
+	$(PY) benchmarks/kernels.py
+	$(PY) benchmarks/train_profile.py
 
 clean:  ## remove generated data, caches and runs (keeps .venv)
 	rm -rf data runs .pytest_cache

@@ -1,28 +1,18 @@
 """S1, the cross-modal VAE of Spurr et al. (paper Eq. 1): RGB -> z -> 3D pose.
 
     loss = L_pose(z_x) + beta * KL(q(z|x) || p(z))
+
+It is S2 (``extended``) restricted to the pose decoder, so it shares S2's loss and only
+narrows what may be configured: asking S1 for a heatmap or cloud decoder is an error.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
-
-from torch import Tensor
-
-from alignment.base import Strategy, presence
+from alignment.extended import ExtendedCrossModal
 from crossmodal.registry import STRATEGIES
 
 
 @STRATEGIES.register("crossmodal")
-class CrossModalVAE(Strategy):
-    required_encoder_keys = ("image",)
-    default_encoders = ("rgb_resnet18",)
-    default_decoders = ("pose_mlp",)
+class CrossModalVAE(ExtendedCrossModal):
     allowed_decoder_keys = ("pose",)
-
-    def losses(self, batch: Mapping[str, Tensor], beta: float) -> dict[str, Tensor]:
-        q = self.encode("image", batch)
-        everyone = presence(batch, "image")
-        terms = self.reconstruction(q, batch, "image", everyone)
-        terms["kl/image"] = beta * self.kl_prior(q, everyone)
-        return self.total(terms)
+    default_decoders = ("pose_mlp",)

@@ -186,7 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_third_party() -> None:
+    """Silence third-party chatter that says nothing about the user's run."""
+    import os
+    import warnings
+
+    import logging
+
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    os.environ.setdefault("POSSIBLE_USER_WARNINGS", "off")  # Lightning's "consider increasing num_workers" hints
+    # Lightning advertises a hosted logger at every Trainer start.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    _quiet_third_party()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -146,6 +146,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_loggers: bool = True) -> 
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if t.progress:
         callbacks.append(RichProgressBar(leave=True))
+    # Lightning prints a line for every limit/interval passed explicitly: pass only changed ones.
+    optional = {
+        "val_check_interval": t.val_check_interval,
+        "limit_train_batches": t.limit_train_batches,
+        "limit_val_batches": t.limit_val_batches if has_val else 0,
+        "limit_test_batches": t.limit_test_batches,
+    }
     return L.Trainer(
         default_root_dir=str(run_dir),
         accelerator=t.accelerator,
@@ -155,11 +162,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_loggers: bool = True) -> 
         precision=_precision(cfg),
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
-        val_check_interval=t.val_check_interval,
         log_every_n_steps=t.log_every_n_steps,
-        limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches if has_val else 0,
-        limit_test_batches=t.limit_test_batches,
+        **{k: v for k, v in optional.items() if v != 1.0},
         gradient_clip_val=cfg.optim.grad_clip or None,
         deterministic=t.deterministic,
         callbacks=callbacks,
@@ -243,7 +247,7 @@ def write_reports(model: Any, metrics: dict[str, Any], cfg: DictConfig, run_dir:
     print(report.format_results_table(metrics, title))
     report.write_metrics_json({**metrics, "checkpoint": str(ckpt), "strategy": cfg.model.strategy, "dataset": cfg.data.dataset}, run_dir / "metrics.json")
     report.plot_pck({cfg.model.strategy: (metrics["thresholds"], metrics["pck"])}, run_dir / "pck.png", title)
-    s = {k: torch.cat(v) for k, v in model.test_samples.items()}
+    s = {k: torch.cat(v)[:8] for k, v in model.test_samples.items()}  # eight rows are enough to look at
     if s:
         def uv_of(pose: torch.Tensor) -> torch.Tensor:
             # Undo the normalisation with the ground truth's root and scale, project with the crop K.
