@@ -97,7 +97,7 @@ def main() -> None:
         lines += [f"## {name}", "", "| part | ms | share of a step |", "|---|---:|---:|"]
         lines += [f"| {label} | {t * 1000:.1f} | {t / total:.0%} |" for label, t in rows]
         lines.append("")
-        print("\n".join(lines[-len(rows) - 4 :]))
+        print("\n".join(lines[-len(rows) - 5 :]))
     atomic_write_text(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 
