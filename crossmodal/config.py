@@ -183,6 +183,14 @@ def parse_overrides(overrides: list[str]) -> Any:
         raise ConfigError(f"command-line overrides {overrides}: {_one_line(exc)}") from None
 
 
+def with_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """``cfg`` with ``key=value`` overrides merged in and validated (e.g. a checkpoint's config)."""
+    if overrides:
+        cfg = _merge(cfg, parse_overrides(overrides), "command line")
+    validate(cfg)
+    return cfg
+
+
 def validate(cfg: Any) -> None:
     """Checks that the type system cannot express: registry names and value ranges."""
     from crossmodal.registry import DATASETS, DECODERS, ENCODERS, STRATEGIES
@@ -198,9 +206,9 @@ def validate(cfg: Any) -> None:
         raise ConfigError(f"data.labeled_fraction must be in (0, 1], got {cfg.data.labeled_fraction}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
-    for key in ("data.num_points", "data.batch_size", "data.preprocess.crop_size", "data.preprocess.pool_size"):
-        from omegaconf import OmegaConf
+    from omegaconf import OmegaConf
 
+    for key in ("data.num_points", "data.batch_size", "data.preprocess.crop_size", "data.preprocess.pool_size"):
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
     if cfg.data.num_points > cfg.data.preprocess.pool_size:
@@ -297,18 +305,3 @@ def save_config(cfg: Any, path: Any) -> None:
     from crossmodal.io import atomic_write_text
 
     atomic_write_text(path, to_yaml(cfg))
-
-
-def config_hash(node: Any) -> str:
-    """sha256 of a config node's canonical JSON: identical configs, identical hashes."""
-    import hashlib
-    import json
-    from dataclasses import asdict, is_dataclass
-
-    from omegaconf import OmegaConf
-
-    if is_dataclass(node):
-        data = asdict(node)
-    else:
-        data = OmegaConf.to_container(node, resolve=True)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()

@@ -269,10 +269,9 @@ def write_reports(model: Any, metrics: dict[str, Any], cfg: DictConfig, run_dir:
 
 def evaluate(ckpt: str, overrides: list[str]) -> dict[str, Any]:
     """``python -m crossmodal eval --ckpt PATH [key=value ...]``: the checkpoint's own config + overrides."""
-    from crossmodal.config import Config, _merge, parse_overrides, validate
+    from crossmodal.config import Config, with_overrides
 
     stored = OmegaConf.merge(OmegaConf.structured(Config), load_checkpoint_config(ckpt))
-    cfg = _merge(stored, parse_overrides(overrides), "command line") if overrides else stored
-    validate(cfg)
+    cfg = with_overrides(stored, overrides)
     run_dir = Path(ckpt).resolve().parent.parent if Path(ckpt).resolve().parent.name == "checkpoints" else Path(ckpt).resolve().parent
     return evaluate_checkpoint(ckpt, cfg, run_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from crossmodal.config import load_config
 
@@ -40,3 +41,21 @@ def tiny_data(tmp_path_factory) -> list[str]:
     overrides = TINY_OVERRIDES + [f"data.root={work / 'synthetic'}", f"data.cache_dir={work / 'cache'}"]
     build_datamodule(load_config(None, overrides)).prepare_data()
     return overrides
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for modules of tiny networks: on shared cores two contended threads
+    made the same steps ~30x slower (measured while other jobs ran)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def raises_one_line(excinfo: pytest.ExceptionInfo, *fragments: str) -> None:
+    """The raised error's message is one line and contains every fragment."""
+    message = str(excinfo.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"

@@ -38,14 +38,7 @@ EXAMPLE: dict[tuple[str, str], dict] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # These are tiny networks on shared cores: one thread avoids the oversubscription
-    # that made the same steps ~30x slower with two threads while other jobs ran.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def generator(seed: int = 0) -> torch.Generator:

@@ -16,13 +16,7 @@ from crossmodal.errors import ConfigError
 from crossmodal.registry import ENCODERS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Small convolutions on shared cores run faster on one thread than on two contended ones.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def torchvision_resnet18_shapes() -> "OrderedDict[str, tuple[int, ...]]":

@@ -9,19 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from realformat_fixtures import write_png, write_rhd_fixture
+from conftest import raises_one_line
 
 from crossmodal.data.rhd import RHDDataset, SyntheticDataset, choose_hand, hand_mask, hand_pixel_counts
 from crossmodal.errors import ConfigError, DataError
 from crossmodal.registry import DATASETS
 
 SMALL = 24  # image side for tests that do not need RHD's 320 px
-
-
-def raises_one_line(excinfo: pytest.ExceptionInfo, *fragments: str) -> None:
-    message = str(excinfo.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 import scipy.io
 from PIL import Image
 from realformat_fixtures import STB_SEQUENCES, write_png, write_stb_fixture, write_stb_label
+from conftest import raises_one_line
 from scipy.spatial.transform import Rotation
 
 from crossmodal.data.stb import STBCalibration, STBDataset, intrinsics, rodrigues
@@ -22,13 +23,6 @@ B1 = ("B1Counting", "B1Random")
 # RHD: wrist, thumb tip..root, index, middle, ring, little; STB: palm, little, ring,
 # middle, index, thumb, each MCP..tip.
 STB_OF_RHD = [0, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
-
-
-def raises_one_line(excinfo: pytest.ExceptionInfo, *fragments: str) -> None:
-    message = str(excinfo.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, f"{fragment!r} not in {message!r}"
 
 
 @pytest.fixture
