@@ -16,29 +16,19 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from encoders.base import ShapeError, check_positive, check_shape, format_pattern
+from encoders.base import LatentModule, ShapeError, check_shape, format_pattern
 
 __all__ = ["Decoder", "ShapeError"]
 
 
-class Decoder(nn.Module):
+class Decoder(LatentModule):
     """Base class of every registered decoder: ``z (B, latent_dim) -> (B, *output_shape)``."""
 
-    registry_name: ClassVar[str] = "decoder"  # set by DECODERS.register
+    role = "decoder"
     target_key: ClassVar[str]  # the batch key of the target: "pose", "heatmaps" or "cloud"
     output_shape: tuple[int, ...]  # per-sample shape of the prediction (and of the target)
-
-    def __init__(self, latent_dim: int = 64) -> None:
-        super().__init__()
-        check_positive(latent_dim, "latent_dim", self.who())
-        self.latent_dim = latent_dim
-
-    @classmethod
-    def who(cls) -> str:
-        """How messages name this module: its registry name and role."""
-        return f"{cls.registry_name} decoder"
 
     def check_latent(self, z: Tensor) -> None:
         """Raise ``ShapeError`` unless ``z`` is (B, latent_dim)."""

@@ -67,13 +67,11 @@ def check_positive(value: int | float, option: str, who: str) -> None:
         raise ConfigError(f"{who}: option {option} must be > 0, got {value!r}")
 
 
-class Encoder(nn.Module):
-    """Base class of every registered encoder: ``x -> DiagonalGaussian(mu, logvar)``."""
+class LatentModule(nn.Module):
+    """What encoders and decoders share: a latent size and a name for messages."""
 
-    registry_name: ClassVar[str] = "encoder"  # set by ENCODERS.register
-    input_key: ClassVar[str]  # the batch key read: "image", "cloud" or "pose"
-    input_shape: ClassVar[tuple[int | str, ...]]  # e.g. ("B", "P", 3)
-    feature_dim: int  # size of features(); set by the subclass before build_heads()
+    registry_name: ClassVar[str] = "module"  # set by the registry's decorator
+    role: ClassVar[str] = "module"  # "encoder" or "decoder", for messages
 
     def __init__(self, latent_dim: int = 64) -> None:
         super().__init__()
@@ -83,7 +81,16 @@ class Encoder(nn.Module):
     @classmethod
     def who(cls) -> str:
         """How messages name this module: its registry name and role."""
-        return f"{cls.registry_name} encoder"
+        return f"{cls.registry_name} {cls.role}"
+
+
+class Encoder(LatentModule):
+    """Base class of every registered encoder: ``x -> DiagonalGaussian(mu, logvar)``."""
+
+    role = "encoder"
+    input_key: ClassVar[str]  # the batch key read: "image", "cloud" or "pose"
+    input_shape: ClassVar[tuple[int | str, ...]]  # e.g. ("B", "P", 3)
+    feature_dim: int  # size of features(); set by the subclass before build_heads()
 
     def build_heads(self, feature_dim: int) -> None:
         """Create the mean and log-variance heads on ``feature_dim`` backbone features."""
