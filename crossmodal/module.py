@@ -66,7 +66,7 @@ class CrossmodalModule(L.LightningModule):
 
     def _stop_on_nonfinite(self, name: str, value: torch.Tensor, batch_idx: int) -> None:
         path = None
-        if self._trainer is not None and self.trainer.log_dir is not None:
+        if self._trainer is not None:
             path = Path(self.cfg.out_dir) / self.cfg.name / "checkpoints" / f"nonfinite-step{self.global_step}.ckpt"
             # The weights are still those before this step: the checkpoint is usable for debugging.
             self.trainer.save_checkpoint(path)

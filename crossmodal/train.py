@@ -249,17 +249,15 @@ def write_reports(model: Any, metrics: dict[str, Any], cfg: DictConfig, run_dir:
     report.plot_pck({cfg.model.strategy: (metrics["thresholds"], metrics["pck"])}, run_dir / "pck.png", title)
     s = {k: torch.cat(v)[:8] for k, v in model.test_samples.items()}  # eight rows are enough to look at
     if s:
-        def uv_of(pose: torch.Tensor) -> torch.Tensor:
+        def uv_of(pose: torch.Tensor) -> Any:
             # Undo the normalisation with the ground truth's root and scale, project with the crop K.
-            xyz = pose * s["scale"][:, None, None] + s["root"][:, None, :]
-            h = torch.einsum("nij,nkj->nki", s["K"].double(), xyz.double())
-            return h[..., :2] / h[..., 2:3]
+            return report.project_points(pose * s["scale"][:, None, None] + s["root"][:, None, :], s["K"])
 
         image = (s["image"].permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         report.plot_qualitative(
             image,
-            uv_of(s["pose"]).numpy(),
-            uv_of(s["pred_pose"]).numpy(),
+            uv_of(s["pose"]),
+            uv_of(s["pred_pose"]),
             s["cloud"].numpy(),
             s["pred_cloud"].numpy() if "pred_cloud" in s else None,
             run_dir / "qualitative.png",

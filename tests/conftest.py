@@ -59,3 +59,18 @@ def raises_one_line(excinfo: pytest.ExceptionInfo, *fragments: str) -> None:
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message, f"{fragment!r} not in {message!r}"
+
+
+def run_interpreted(script: str, timeout: float) -> dict:
+    """Run a test file as a script under TRITON_INTERPRET=1 in a fresh process; its last
+    stdout line is a JSON dict of results. (The interpreter flag is read when triton is
+    imported, which may already have happened in this process.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from conftest import run_interpreted
 
 pytest.importorskip("triton")
 
@@ -70,10 +70,7 @@ def _checks() -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, object]:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_interpreted(__file__, timeout=300)
 
 
 def test_bidding_kernel_finds_best_and_second_best_object(interpreted):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from conftest import run_interpreted
 
 pytest.importorskip("triton")
 
@@ -58,10 +58,7 @@ def _checks() -> dict[str, float | bool]:
 
 @pytest.fixture(scope="module")
 def interpreted() -> dict[str, float | bool]:
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    out = subprocess.run([sys.executable, __file__], env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_interpreted(__file__, timeout=120)
 
 
 def test_triton_nearest_neighbors_match_float64_brute_force(interpreted):
