@@ -17,6 +17,9 @@ DATA_ROOT ?=
 CONFIG ?=
 ARGS ?=
 PYTEST_ARGS ?=
+# The paper's experiments run by `make experiments` (Table 2 needs the real datasets: add it
+# with EXPERIMENTS=experiments/table2 ARGS="data.root=...").
+EXPERIMENTS ?= experiments/table1 experiments/fig5_viewcorrection experiments/fig8_weak
 # DATA/DATA_ROOT pick the dataset (synthetic, rhd, stb); ARGS takes any key=value overrides.
 DATA_ARGS := data.dataset=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT),) $(if $(filter-out synthetic,$(DATA)),data.cache_dir=data/cache-$(DATA),)
 
@@ -26,7 +29,7 @@ $(error DATA=$(DATA) needs DATA_ROOT=<folder holding the dataset>, e.g. DATA_ROO
 endif
 endif
 
-.PHONY: help setup data train eval test bench clean
+.PHONY: help setup data train eval test bench experiments clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +52,9 @@ train: $(STAMP)  ## train STRATEGY=crossmodal|extended|kl_align|poe, then evalua
 
 eval: $(STAMP)  ## re-evaluate the latest run (runs/latest)
 	$(PY) -m crossmodal eval --ckpt runs/latest/checkpoints/best.ckpt $(ARGS)
+
+experiments: $(STAMP)  ## run every row of EXPERIMENTS (finished rows are reused), tables in experiments/results/
+	$(PY) -m crossmodal experiment $(EXPERIMENTS) $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -161,6 +161,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- experiment
+
+def _experiment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("targets", nargs="+", metavar="DIR|key=value",
+                   help="experiment folders (e.g. experiments/table1) and key=value overrides for every row")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the experiment's own)")
+    p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
+    p.add_argument("--out", default="runs/experiments", help="where the runs are trained (one folder per config hash)")
+    p.add_argument("--results", default="experiments/results", help="where <name>.md/.csv/.json/_pck.png are written")
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CrossmodalError(f"{option}: expected comma-separated integers, got {text!r}") from None
+
+
+@command("experiment", "run every row of experiment folders (resuming finished rows) and write their tables")(_experiment_args)
+def cmd_experiment(args: argparse.Namespace) -> int:
+    import shlex
+
+    from crossmodal.experiment import run_experiment
+
+    folders = [t for t in args.targets if "=" not in t]
+    overrides = [t for t in args.targets if "=" in t]
+    if not folders:
+        raise CrossmodalError("experiment: name at least one experiment folder, e.g. experiments/table1")
+    seeds = _int_list(args.seeds, "--seeds") if args.seeds else None
+    rows = [r for r in args.rows.split(",") if r] if args.rows else None
+    failed = 0
+    for folder in folders:
+        options = [*(["--seeds", args.seeds] if args.seeds else []), *(["--rows", args.rows] if args.rows else [])]
+        command = shlex.join(["python", "-m", "crossmodal", "experiment", folder, *options, *overrides])
+        outcomes = run_experiment(folder, overrides, seeds, rows, args.out, args.results, command)
+        failed += sum(o.status == "failed" for o in outcomes)
+    return 1 if failed else 0
+
+
 # --------------------------------------------------------------------------- list
 
 @command("list", "list every registered dataset, encoder, decoder and strategy")(lambda p: None)
@@ -204,7 +243,14 @@ def _quiet_third_party() -> None:
 def main(argv: list[str] | None = None) -> int:
     _quiet_third_party()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may come after options (`train --x y a=b`), which argparse alone
+    # would refuse once the positional list has been consumed: collect them here.
+    args, extra = parser.parse_known_args(argv)
+    positional = next((name for name in ("overrides", "targets") if hasattr(args, name)), None)
+    if extra and (positional is None or not all("=" in e and not e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        getattr(args, positional).extend(extra)
     if args.command is None:
         parser.print_help()
         return 0

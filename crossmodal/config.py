@@ -63,6 +63,9 @@ class DataConfig:
     num_points: int = 256  # cloud points drawn from each frame's pool per step
     labeled_fraction: float = 1.0  # first m of the training set keeps 3D pose and 2D labels
     drop_unlabeled: bool = False  # labelled-only baseline: drop the unlabelled frames instead
+    # With drop_unlabeled: cycle the kept frames so an epoch has as many batches as the full
+    # training set, i.e. the baseline gets as many steps as the weakly supervised model.
+    repeat_to_full: bool = False
     batch_size: int = 32
     num_workers: int = 2  # DataLoader workers; each opens the HDF5 file lazily
     synthetic: SynthConfig = field(default_factory=SynthConfig)

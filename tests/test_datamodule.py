@@ -66,6 +66,10 @@ def test_splits_and_labels(base_cfg) -> None:
     assert not unlabeled["labeled"] and unlabeled["pose"].shape == (21, 3)  # labels kept, but flagged
     dropped = datamodule(base_cfg, labeled_fraction=0.5, drop_unlabeled=True).datasets["train"]
     assert len(dropped) == 4 and dropped.labeled.all()
+    # labeled_fraction 0.375 keeps 3 of 8: cycled back to 8 rows so an epoch has the full length
+    repeated = datamodule(base_cfg, labeled_fraction=0.375, drop_unlabeled=True, repeat_to_full=True).datasets["train"]
+    np.testing.assert_array_equal(repeated.rows, [0, 1, 2, 0, 1, 2, 0, 1])
+    assert repeated.labeled.all()
     test = datamodule(base_cfg, stage="test").datasets["test"]
     assert len(test) == N_TEST and test.labeled.all()
 

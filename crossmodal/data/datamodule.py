@@ -176,6 +176,8 @@ class CrossmodalDataModule(L.LightningDataModule):
             labeled = train_rows < labeled_count(n_train, cfg.labeled_fraction)
             if cfg.drop_unlabeled:
                 train_rows, labeled = train_rows[labeled], labeled[labeled]
+                if cfg.repeat_to_full:
+                    train_rows, labeled = np.resize(train_rows, n_train), np.ones(n_train, bool)
             self.datasets["train"] = CachedHandDataset(reader, train_rows, labeled, cfg.num_points, random_points=True)
             self.datasets["val"] = CachedHandDataset(reader, val_rows, np.ones(len(val_rows), bool), cfg.num_points, False)
         if stage in (None, "test", "predict"):

@@ -1,0 +1,350 @@
+"""Experiments: one folder per table or figure of the paper, one YAML per row, one command.
+
+    python -m crossmodal experiment experiments/table1 [--seeds 0,1] [--rows s1_r_p,...] [key=value ...]
+
+An experiment folder holds ``experiment.yaml`` (title, seeds, rows: label, config file,
+extra overrides, the paper's number) and the rows' config files, which are ordinary
+training configs (``python -m crossmodal train experiments/table1/s4_rc_chp.yaml`` runs
+one row alone). ``key=value`` on the command line applies to every row, e.g.
+``profile=cpu`` or a shorter ``trainer.max_epochs``.
+
+Every (row, seed) trains in ``<out>/<hash of its resolved config>/``. A run whose
+``run.json`` exists is finished and is reused, so a second invocation resumes where the
+first stopped (an interrupted run restarts from its last checkpoint), and identical rows
+of different experiments (Table 1's S4 is Fig. 8's 100 % row) train once. A row that
+fails is recorded with its error and the others go on. After every row the results are
+rewritten (atomically) to ``experiments/results/<name>.md`` (the paper-style table),
+``<name>.csv`` (one line per row and seed), ``<name>.json`` and ``<name>_pck.png``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crossmodal.errors import ConfigError, CrossmodalError
+
+MANIFEST = "experiment.yaml"
+#: Metrics summarised per row (keys of metrics.json), with their table headings.
+SUMMARY = {"epe_mean": "EPE mean (mm)", "epe_median": "EPE median (mm)", "auc_0_50": "AUC 0-50", "auc_20_50": "AUC 20-50"}
+#: Keys that name or locate a run without changing what it computes (left out of its hash).
+NOT_HASHED = ("name", "out_dir", "resume", "trainer.progress", "data.num_workers")
+
+
+@dataclass
+class Row:
+    name: str  # identifier, used in the CSV and --rows
+    label: str  # as printed in the table, e.g. "S2 R→C+P"
+    config: Path  # the row's training config
+    overrides: list[str] = field(default_factory=list)  # extra key=value for this row only
+    paper: float | None = None  # the paper's mean EPE (mm) for this row, where published
+
+
+@dataclass
+class Experiment:
+    name: str  # the folder's name: results are written as <name>.md/.csv/.json/_pck.png
+    folder: Path
+    title: str
+    reference: str  # where the paper column comes from (dataset, table)
+    seeds: list[int]
+    overrides: list[str]  # applied to every row, before the row's own and the command line's
+    rows: list[Row]
+
+
+@dataclass
+class Outcome:
+    """One (row, seed): finished (this time or earlier), failed, or not run yet."""
+
+    row: str
+    seed: int
+    status: str  # "done" | "reused" | "failed" | "pending"
+    run_dir: str = ""
+    wall_s: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+# ---------------------------------------------------------------------- loading
+
+def _expect(cond: bool, path: Path, key: str, expected: str, got: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: {key} must be {expected}, got {got!r}")
+
+
+def _string_list(value: Any, path: Path, key: str) -> list[str]:
+    value = [] if value is None else value
+    _expect(isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value), path, key,
+            "a list of key=value strings", value)
+    return list(value)
+
+
+def load_experiment(folder: str | os.PathLike) -> Experiment:
+    """Read ``<folder>/experiment.yaml``; every problem is one line naming the file and key."""
+    import yaml
+
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{folder}: not an experiment folder (no {MANIFEST})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
+    _expect(isinstance(raw, dict), path, "the top level", "a mapping", type(raw).__name__)
+    unknown = set(raw) - {"title", "reference", "seeds", "overrides", "rows"}
+    _expect(not unknown, path, "the top-level keys", "among title, reference, seeds, overrides, rows", sorted(unknown))
+    seeds = raw.get("seeds", [0])
+    _expect(isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds), path, "seeds",
+            "a non-empty list of integers", seeds)
+    rows_raw = raw.get("rows")
+    _expect(isinstance(rows_raw, list) and rows_raw, path, "rows", "a non-empty list", rows_raw)
+    rows, names = [], set()
+    for i, r in enumerate(rows_raw):
+        key = f"rows[{i}]"
+        _expect(isinstance(r, dict) and {"name", "config"} <= set(r), path, key, "a mapping with name and config", r)
+        unknown = set(r) - {"name", "label", "config", "overrides", "paper"}
+        _expect(not unknown, path, f"{key} keys", "among name, label, config, overrides, paper", sorted(unknown))
+        _expect(r["name"] not in names, path, f"{key}.name", "unique", r["name"])
+        names.add(r["name"])
+        config = folder / str(r["config"])
+        _expect(config.is_file(), path, f"{key}.config", "an existing YAML file", str(config))
+        paper = r.get("paper")
+        _expect(paper is None or isinstance(paper, (int, float)), path, f"{key}.paper", "a number (mm)", paper)
+        rows.append(Row(str(r["name"]), str(r.get("label", r["name"])), config,
+                        _string_list(r.get("overrides"), path, f"{key}.overrides"),
+                        None if paper is None else float(paper)))
+    return Experiment(folder.resolve().name, folder, str(raw.get("title", folder.name)), str(raw.get("reference", "")),
+                      list(seeds), _string_list(raw.get("overrides"), path, "overrides"), rows)
+
+
+def row_config(exp: Experiment, row: Row, seed: int, overrides: list[str]) -> Any:
+    """The resolved config of one (row, seed): defaults <- profile <- row YAML <- overrides."""
+    from crossmodal.config import load_config
+
+    return load_config(str(row.config), [*exp.overrides, *row.overrides, *overrides, f"seed={seed}"])
+
+
+def config_key(cfg: Any) -> str:
+    """A short hash of everything in the config that changes what a run computes."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in NOT_HASHED:
+        *parents, leaf = dotted.split(".")
+        node = plain
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------- running
+
+def git_commit() -> str:
+    """``<sha>`` of the framework's checkout, ``+dirty`` when tracked files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+
+
+def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir: Path, command: str) -> Outcome:
+    """Train and evaluate one (row, seed), or reuse its finished run; never raises (but Ctrl-C)."""
+    from crossmodal.io import atomic_write_text
+    from crossmodal.train import train
+
+    run_dir = None
+    try:
+        cfg = row_config(exp, row, seed, overrides)
+        run_dir = out_dir / config_key(cfg)
+        record = run_dir / "run.json"
+        if record.is_file():
+            done = json.loads(record.read_text())
+            return Outcome(row.name, seed, "reused", str(run_dir), done.get("wall_s"), done["metrics"])
+        cfg.out_dir, cfg.name = str(out_dir), run_dir.name
+        if (run_dir / "checkpoints" / "last.ckpt").is_file():
+            cfg.resume = "true"  # interrupted earlier: go on from the last finished epoch
+        start = time.perf_counter()
+        result = train(cfg)
+        wall = time.perf_counter() - start
+        if result.metrics is None:
+            raise CrossmodalError("training produced no checkpoint to evaluate")
+        metrics = {k: result.metrics[k] for k in (*SUMMARY, "thresholds", "pck", "num_samples")}
+        metrics = json.loads(json.dumps(metrics, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
+        atomic_write_text(record, json.dumps({
+            "experiment": exp.name, "row": row.name, "seed": seed, "wall_s": wall, "resumed": cfg.resume == "true",
+            "git_commit": git_commit(), "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "metrics": metrics,
+        }, indent=2) + "\n")
+        return Outcome(row.name, seed, "done", str(run_dir), wall, metrics)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one failing row must not stop the others
+        if run_dir is not None:
+            from crossmodal.io import atomic_write_text as write
+
+            write(run_dir / "error.txt", traceback.format_exc())
+        return Outcome(row.name, seed, "failed", str(run_dir or ""), error=_one_line(exc))
+
+
+def run_experiment(
+    folder: str | os.PathLike,
+    overrides: list[str] | None = None,
+    seeds: list[int] | None = None,
+    rows: list[str] | None = None,
+    out_dir: str | os.PathLike = "runs/experiments",
+    results_dir: str | os.PathLike = "experiments/results",
+    command: str | None = None,
+) -> list[Outcome]:
+    """Run every (row, seed) of an experiment, writing the results after each; see the module doc."""
+    exp = load_experiment(folder)
+    overrides = list(overrides or [])
+    seeds = list(seeds) if seeds else exp.seeds
+    chosen = exp.rows
+    if rows:
+        unknown = sorted(set(rows) - {r.name for r in exp.rows})
+        if unknown:
+            raise ConfigError(f"--rows: no row {unknown} in {exp.folder / MANIFEST}; rows: {', '.join(r.name for r in exp.rows)}")
+        chosen = [r for r in exp.rows if r.name in rows]
+    for row in chosen:  # a typo in a row's config fails now, not after hours of the other rows
+        row_config(exp, row, seeds[0], overrides)
+    command = command or " ".join(shlex.quote(a) for a in ["python", "-m", "crossmodal", "experiment", str(folder), *overrides])
+    outcomes = {(r.name, s): Outcome(r.name, s, "pending") for r in chosen for s in seeds}
+    start = time.perf_counter()
+    total = len(outcomes)
+    for i, (row, seed) in enumerate(((r, s) for r in chosen for s in seeds), 1):
+        print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed})", flush=True)
+        outcome = run_one(exp, row, seed, overrides, Path(out_dir), command)
+        outcomes[(row.name, seed)] = outcome
+        detail = {"done": f"EPE {outcome.metrics.get('epe_mean', math.nan):.2f} mm in {_duration(outcome.wall_s)}",
+                  "reused": f"EPE {outcome.metrics.get('epe_mean', math.nan):.2f} mm, finished earlier in {outcome.run_dir}",
+                  "failed": f"{outcome.error} (traceback: {outcome.run_dir}/error.txt)"}[outcome.status]
+        print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed}): {outcome.status}: {detail}", flush=True)
+        write_results(exp, chosen, list(outcomes.values()), Path(results_dir), command, seeds,
+                      time.perf_counter() - start)
+    failed = [o for o in outcomes.values() if o.status == "failed"]
+    print(f"{exp.name}: {total - len(failed)}/{total} runs finished; results in {Path(results_dir) / exp.name}.md")
+    for o in failed:
+        print(f"  FAILED {o.row} seed {o.seed}: {o.error}")
+    return list(outcomes.values())
+
+
+# ---------------------------------------------------------------------- results
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
+
+
+def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Mean and sample standard deviation over the finished seeds of one row, and the mean PCK curve."""
+    import numpy as np
+
+    ok = [o for o in outcomes if o.status in ("done", "reused")]
+    if not ok:
+        return {"n": 0}
+    out: dict[str, Any] = {"n": len(ok), "wall_s": sum(o.wall_s or 0.0 for o in ok)}
+    for key in SUMMARY:
+        values = np.array([o.metrics[key] for o in ok], dtype=np.float64)
+        out[key] = float(values.mean())
+        out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    out["thresholds"] = ok[0].metrics["thresholds"]
+    out["pck"] = np.mean([o.metrics["pck"] for o in ok], axis=0).tolist()
+    return out
+
+
+def _cell(summary: dict[str, Any], key: str, digits: int) -> str:
+    if summary["n"] == 0:
+        return "—"
+    std = summary[f"{key}_std"]
+    return f"{summary[key]:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], results_dir: Path, command: str,
+                  seeds: list[int], wall_s: float) -> None:
+    """``<name>.md`` (table), ``.csv`` (per seed), ``.json`` (everything) and ``_pck.png``."""
+    import csv
+    import io
+
+    from crossmodal import report
+    from crossmodal.io import atomic_write_text
+
+    import torch
+
+    by_row = {r.name: [o for o in outcomes if o.row == r.name] for r in rows}
+    summaries = {name: summarise(os_) for name, os_ in by_row.items()}
+    commit = git_commit()
+    header = {
+        "experiment": exp.name, "title": exp.title, "reference": exp.reference, "command": command,
+        "git_commit": commit, "seeds": seeds, "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": wall_s,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                   + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+                   + f", torch {torch.__version__}, Python {sys.version.split()[0]}",
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    base = results_dir / exp.name
+
+    lines = [f"# {exp.title}", "", f"- command: `{command}`", f"- git commit: `{commit}`; seeds {seeds}; {header['date']}",
+             f"- machine: {header['machine']}", f"- wall time of this invocation: {_duration(wall_s)}"]
+    if exp.reference:
+        lines.append(f"- paper column: {exp.reference}")
+    lines += ["- cells: mean ± sample standard deviation over the seeds that finished (n)", "",
+              "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values()) + " | n | train+eval time |",
+              "|---|---:|" + "---:|" * len(SUMMARY) + "---:|---:|"]
+    for r in rows:
+        s = summaries[r.name]
+        paper = f"{r.paper:.2f}" if r.paper is not None else "—"
+        cells = [_cell(s, k, 2 if k.startswith("epe") else 3) for k in SUMMARY]
+        lines.append(f"| {r.label} | {paper} | " + " | ".join(cells) + f" | {s['n']} | {_duration(s.get('wall_s'))} |")
+    failed = [o for o in outcomes if o.status == "failed"]
+    pending = [o for o in outcomes if o.status == "pending"]
+    if failed:
+        lines += ["", "Failed runs:"] + [f"- {o.row} seed {o.seed}: {o.error}" for o in failed]
+    if pending:
+        lines += ["", "Not run yet: " + ", ".join(f"{o.row} seed {o.seed}" for o in pending)]
+    lines += ["", f"![PCK curves]({exp.name}_pck.png)", ""]
+    atomic_write_text(base.with_suffix(".md"), "\n".join(lines))
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["row", "label", "seed", "status", *SUMMARY, "paper_epe_mean", "wall_s", "run_dir", "error"])
+    for r in rows:
+        for o in by_row[r.name]:
+            writer.writerow([r.name, r.label, o.seed, o.status, *(o.metrics.get(k, "") for k in SUMMARY),
+                             "" if r.paper is None else r.paper, "" if o.wall_s is None else round(o.wall_s, 1),
+                             o.run_dir, o.error])
+    atomic_write_text(base.with_suffix(".csv"), buf.getvalue())
+
+    atomic_write_text(base.with_suffix(".json"), json.dumps({
+        **header,
+        "rows": [{"name": r.name, "label": r.label, "paper_epe_mean": r.paper, "config": str(r.config),
+                  "overrides": r.overrides, "summary": summaries[r.name],
+                  "runs": [o.__dict__ for o in by_row[r.name]]} for r in rows],
+    }, indent=2) + "\n")
+
+    curves = {f"{r.label} (n={summaries[r.name]['n']})": (summaries[r.name]["thresholds"], summaries[r.name]["pck"])
+              for r in rows if summaries[r.name]["n"]}
+    if curves:
+        report.plot_pck(curves, results_dir / f"{exp.name}_pck.png", exp.title)
