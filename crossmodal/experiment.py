@@ -5,8 +5,8 @@
 An experiment folder holds ``experiment.yaml`` (title, seeds, rows: label, config file,
 extra overrides, the paper's number) and the rows' config files, which are ordinary
 training configs (``python -m crossmodal train experiments/table1/s4_rc_chp.yaml`` runs
-one row alone). ``key=value`` on the command line applies to every row, e.g.
-``profile=cpu`` or a shorter ``trainer.max_epochs``.
+one row alone). ``key=value`` on the command line applies to every row and has the last
+word over the rows' own settings, e.g. ``profile=cpu`` or a shorter ``trainer.max_epochs``.
 
 Every (row, seed) trains in ``<out>/<hash of its resolved config>/``. A run whose
 ``run.json`` exists is finished and is reused, so a second invocation resumes where the

@@ -1,0 +1,128 @@
+"""The experiment runner on a miniature experiment: real training runs of a few steps each."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from crossmodal.cli import main
+from crossmodal.errors import ConfigError
+from crossmodal.experiment import config_key, load_experiment, row_config, run_experiment
+
+from conftest import raises_one_line
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER_EXPERIMENTS = ["table1", "table2", "fig5_viewcorrection", "fig8_weak"]
+
+MANIFEST = """\
+title: "Miniature: S1 against S4"
+reference: "made up for the test"
+seeds: [0]
+rows:
+  - {name: s1, label: "S1 R→P", config: s1.yaml, paper: 16.61}
+  - {name: broken, label: "S4 with an infinite heatmap weight", config: s4.yaml, overrides: [model.lambda_heat=inf]}
+  - {name: s4, label: "S4 R+C→C+H+P", config: s4.yaml, paper: 13.14}
+"""
+
+
+@pytest.fixture
+def miniature(tmp_path: Path) -> Path:
+    folder = tmp_path / "mini"
+    folder.mkdir()
+    (folder / "experiment.yaml").write_text(MANIFEST)
+    (folder / "s1.yaml").write_text("model: {strategy: crossmodal, encoders: [rgb_resnet18], decoders: [pose_mlp]}\n")
+    (folder / "s4.yaml").write_text("model: {strategy: poe}\n")
+    return folder
+
+
+def run(folder: Path, tiny_data: list[str], tmp_path: Path, **kwargs):
+    overrides = [*tiny_data, "trainer.max_steps=2", "trainer.limit_val_batches=1", "data.num_workers=0"]
+    return run_experiment(folder, overrides, out_dir=tmp_path / "runs", results_dir=tmp_path / "results", **kwargs)
+
+
+def test_runner_writes_results_resumes_and_isolates_failures(miniature, tiny_data, tmp_path, single_thread):
+    outcomes = run(miniature, tiny_data, tmp_path)
+    status = {o.row: o.status for o in outcomes}
+    assert status == {"s1": "done", "broken": "failed", "s4": "done"}  # the failure did not stop s4
+    broken = next(o for o in outcomes if o.row == "broken")
+    assert "NonFiniteLossError" in broken.error and "heatmaps" in broken.error and "\n" not in broken.error
+    assert (Path(broken.run_dir) / "error.txt").read_text().startswith("Traceback")
+
+    results = tmp_path / "results"
+    table = (results / "mini.md").read_text()
+    assert "| S1 R→P | 16.61 |" in table and "| S4 R+C→C+H+P | 13.14 |" in table
+    assert "Failed runs:" in table and "broken seed 0" in table
+    lines = list(csv.DictReader((results / "mini.csv").open()))
+    assert [(r["row"], r["status"]) for r in lines] == [("s1", "done"), ("broken", "failed"), ("s4", "done")]
+    for r in lines:
+        if r["status"] == "done":
+            assert 0.0 < float(r["epe_mean"]) < 1000.0 and 0.0 <= float(r["auc_0_50"]) <= 1.0
+    data = json.loads((results / "mini.json").read_text())
+    assert data["rows"][0]["summary"]["n"] == 1 and len(data["rows"][0]["summary"]["pck"]) == 20
+    assert (results / "mini_pck.png").stat().st_size > 0
+
+    # A second invocation reuses the finished runs (their records untouched) and retries the failure.
+    records = {o.row: Path(o.run_dir) / "run.json" for o in outcomes if o.status == "done"}
+    stamps = {row: p.stat().st_mtime_ns for row, p in records.items()}
+    again = run(miniature, tiny_data, tmp_path)
+    assert {o.row: o.status for o in again} == {"s1": "reused", "broken": "failed", "s4": "reused"}
+    assert {row: p.stat().st_mtime_ns for row, p in records.items()} == stamps
+    assert [o.metrics["epe_mean"] for o in again if o.row == "s1"] == [o.metrics["epe_mean"] for o in outcomes if o.row == "s1"]
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(miniature, tiny_data, tmp_path, single_thread):
+    (first,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
+    record = Path(first.run_dir) / "run.json"
+    record.unlink()  # as if the process died after the last checkpoint, before the record
+    (second,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
+    assert second.status == "done" and second.run_dir == first.run_dir
+    assert json.loads(record.read_text())["resumed"] is True
+
+
+def test_seeds_and_rows_select_runs(miniature, tiny_data, tmp_path):
+    exp = load_experiment(miniature)
+    keys = {config_key(row_config(exp, exp.rows[0], seed, tiny_data)) for seed in (0, 1)}
+    assert len(keys) == 2  # the seed is part of what a run computes
+    moved = row_config(exp, exp.rows[0], 0, [*tiny_data, "out_dir=elsewhere", "trainer.progress=true"])
+    assert config_key(moved) == config_key(row_config(exp, exp.rows[0], 0, tiny_data))  # where it lives is not
+    with pytest.raises(ConfigError) as excinfo:
+        run(miniature, tiny_data, tmp_path, rows=["s9"])
+    raises_one_line(excinfo, "--rows", "s9", "s1, broken, s4")
+
+
+@pytest.mark.parametrize(
+    "manifest, fragments",
+    [
+        ("rows: []\n", ["rows", "non-empty list"]),
+        ("rows:\n  - {name: a, config: missing.yaml}\n", ["rows[0].config", "missing.yaml"]),
+        ("rows:\n  - {name: a, config: s1.yaml, colour: red}\n", ["rows[0] keys", "colour"]),
+        ("seeds: one\nrows:\n  - {name: a, config: s1.yaml}\n", ["seeds", "integers"]),
+        ("rows:\n  - {name: a, config: s1.yaml, overrides: [seed]}\n", ["rows[0].overrides", "key=value"]),
+        ("rows: [\n", ["not valid YAML"]),
+    ],
+)
+def test_bad_manifests_are_one_line_errors(miniature, manifest, fragments):
+    (miniature / "experiment.yaml").write_text(manifest)
+    with pytest.raises(ConfigError) as excinfo:
+        load_experiment(miniature)
+    raises_one_line(excinfo, "experiment.yaml", *fragments)
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert main(["experiment", "profile=cpu"]) == 2
+    assert "name at least one experiment folder" in capsys.readouterr().err
+    assert main(["experiment", str(tmp_path)]) == 2
+    assert "not an experiment folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", PAPER_EXPERIMENTS)
+def test_paper_experiments_resolve_under_both_profiles(name):
+    """Every shipped row builds a valid config with the CPU and the GPU profile."""
+    exp = load_experiment(ROOT / "experiments" / name)
+    extra = ["data.root=/data/somewhere"] if name == "table2" else []
+    for profile in ("cpu", "gpu"):
+        keys = [config_key(row_config(exp, row, 0, [f"profile={profile}", *extra])) for row in exp.rows]
+        assert len(set(keys)) == len(keys), f"{name}: two rows compute the same thing"
