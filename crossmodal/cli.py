@@ -200,6 +200,91 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+# --------------------------------------------------------------------------- predict
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="checkpoint (e.g. runs/latest/checkpoints/best.ckpt)")
+    p.add_argument("--image", required=True, nargs="+", metavar="IMG|DIR", help="images, or folders of images")
+    locate = p.add_mutually_exclusive_group()
+    locate.add_argument("--mask", nargs="+", metavar="M|DIR",
+                        help="hand masks, one per image in the same order (binary, or RHD part labels)")
+    locate.add_argument("--bbox", metavar="x,y,w,h", help="hand box in pixels (left column, top row, width, height)")
+    p.add_argument("--K", dest="intrinsics", metavar="fx,fy,cx,cy",
+                   help="camera intrinsics in pixels (default: focal = image width, centre of the image)")
+    p.add_argument("--hand", choices=("left", "right"), help="which hand the images show")
+    p.add_argument("--bone-mm", type=float, default=None, metavar="MM",
+                   help="length of the middle finger's MCP->PIP bone in mm: outputs in millimetres (default: normalised)")
+    cloud = p.add_mutually_exclusive_group()
+    cloud.add_argument("--cloud", dest="cloud", action="store_true", default=None,
+                       help="require the point cloud (an error when the model has no cloud decoder)")
+    cloud.add_argument("--no-cloud", dest="cloud", action="store_false", help="do not write the point cloud")
+    p.add_argument("--out", default="predictions", help="output folder; each image gets <out>/<image name>/")
+
+
+@command("predict", "3D joints (and point cloud) from your own RGB images: joints.json, overlay, 3D plot, .ply")(_predict_args)
+def cmd_predict(args: argparse.Namespace) -> int:
+    from crossmodal.predict import predict_images
+
+    folders = predict_images(args.ckpt, args.image, args.mask, args.bbox, args.intrinsics, args.hand, args.bone_mm,
+                             args.cloud, args.out)
+    print(f"wrote {len(folders)} prediction folder{'s' if len(folders) != 1 else ''} under {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- figures
+
+def _figures_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="checkpoint (e.g. runs/latest/checkpoints/best.ckpt)")
+    p.add_argument("--out", default=None, help="output folder (default: <run folder>/figures)")
+    p.add_argument("--samples", type=int, default=4, help="test samples in Figure 3 and the generation figures")
+    p.add_argument("--pair", default="0,1", metavar="A,B", help="test indices interpolated in Figure 4")
+    p.add_argument("--steps", type=int, default=7, help="interpolation steps in Figure 4 (ends included)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prior samples")
+    _add_overrides(p)
+
+
+@command("figures", "the paper's Figures 3 and 4 and cross-modal generation from a checkpoint's test split")(_figures_args)
+def cmd_figures(args: argparse.Namespace) -> int:
+    from crossmodal.figures import render_figures
+
+    pair = _int_list(args.pair, "--pair")
+    if len(pair) != 2:
+        raise CrossmodalError(f"--pair: expected two test indices A,B, got {args.pair!r}")
+    for path in render_figures(args.ckpt, args.out, args.samples, (pair[0], pair[1]), args.steps, args.seed,
+                               list(args.overrides)):
+        print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="checkpoint (e.g. runs/latest/checkpoints/best.ckpt)")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="file format")
+    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx / .torchscript.pt)")
+    cloud = p.add_mutually_exclusive_group()
+    cloud.add_argument("--cloud", dest="cloud", action="store_true", default=None,
+                       help="require the cloud output (an error when the model has no cloud decoder)")
+    cloud.add_argument("--no-cloud", dest="cloud", action="store_false", help="export the pose output only")
+
+
+@command("export", "write the RGB -> (pose, cloud) inference graph as ONNX or TorchScript, checked against PyTorch")(_export_args)
+def cmd_export(args: argparse.Namespace) -> int:
+    from crossmodal.export import TOLERANCE, export_checkpoint
+
+    result = export_checkpoint(args.ckpt, args.format, args.out, args.cloud)
+    size = result.crop_size
+    print(f"wrote {result.path}: input image (B, 3, {size}, {size}) RGB crop in [0, 1] -> {', '.join(result.outputs)}")
+    if result.max_difference is None:
+        print("note: onnxruntime is not installed; the export was not checked (pip install onnxruntime)")
+    elif not result.matches:
+        print(f"error: {result.path} differs from PyTorch by {result.max_difference:.3g} (> {TOLERANCE:g})", file=sys.stderr)
+        return 1
+    else:
+        print(f"checked with {result.checked_with}: max |exported - PyTorch| = {result.max_difference:.2g}")
+    return 0
+
+
 # --------------------------------------------------------------------------- list
 
 @command("list", "list every registered dataset, encoder, decoder and strategy")(lambda p: None)

@@ -23,6 +23,11 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
         prefix=f".{final.name}.", suffix=suffix if suffix is not None else ".tmp", dir=final.parent
     )
     os.close(fd)
+    # mkstemp creates the file owner-only (0600); give it the mode a plain open() would,
+    # so that exported models and results are readable by whoever the umask allows.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -27,6 +27,11 @@ from crossmodal.data.joints import BONES  # noqa: E402
 from crossmodal.io import atomic_path  # noqa: E402
 from crossmodal.metrics import PCK_REPORT_MM, trapezoid_area  # noqa: E402
 
+#: One colour per finger (thumb, index, middle, ring, little), as hand-pose figures usually draw them.
+FINGER_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple")
+#: Point clouds are coloured by depth (camera z) with this colormap: near blue, far red.
+DEPTH_COLORMAP = "turbo"
+
 
 def _to_plain(value: Any) -> Any:
     """numpy / torch values -> JSON-serialisable Python (floats, ints, lists, dicts)."""
@@ -119,8 +124,8 @@ def write_metrics_json(metrics: Mapping[str, Any], path: str | os.PathLike) -> N
         tmp.write_text(text + "\n", encoding="utf-8")
 
 
-def _save_figure(fig: plt.Figure, path: str | os.PathLike) -> None:
-    """Save atomically; the format comes from the final name, not the temp name."""
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> None:
+    """Save atomically and close; the format comes from the final name, not the temp name."""
     final_suffix = os.path.splitext(os.fspath(path))[1] or ".png"
     try:
         with atomic_path(path, suffix=final_suffix) as tmp:
@@ -158,7 +163,7 @@ def plot_pck(
     ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
 
 
 def project_points(xyz: Any, K: Any) -> np.ndarray:
@@ -189,10 +194,15 @@ def _images_hwc(images: Any) -> np.ndarray:
     return np.clip(array.astype(np.float64), 0.0, 1.0)
 
 
-def _draw_skeleton(ax: plt.Axes, uv: np.ndarray, colour: str, label: str) -> None:
+def draw_skeleton(ax: plt.Axes, uv: np.ndarray, colour: str | None, label: str) -> None:
+    """A 2D skeleton (21, 2) on an image axis, in one colour, or one per finger when ``colour`` is None."""
     for parent, child in BONES:
-        ax.plot(uv[[parent, child], 0], uv[[parent, child], 1], color=colour, linewidth=1.5)
-    ax.scatter(uv[:, 0], uv[:, 1], s=8, color=colour, label=label, zorder=3)
+        c = colour or FINGER_COLOURS[(child - 1) // 4]
+        ax.plot(uv[[parent, child], 0], uv[[parent, child], 1], color=c, linewidth=1.5)
+    if colour is None:
+        ax.scatter(uv[:, 0], uv[:, 1], s=8, color="white", edgecolors="black", linewidths=0.5, label=label, zorder=3)
+    else:
+        ax.scatter(uv[:, 0], uv[:, 1], s=8, color=colour, label=label, zorder=3)
 
 
 def _cloud_axis(fig: plt.Figure, position: int, rows: int, cols: int, cloud: np.ndarray, colour: str,
@@ -255,8 +265,8 @@ def plot_qualitative(
 
         ax = fig.add_subplot(n, cols, i * cols + 2)
         ax.imshow(rgb[i])
-        _draw_skeleton(ax, gt_uv[i], "lime", "ground truth")
-        _draw_skeleton(ax, pred_uv[i], "red", "prediction")
+        draw_skeleton(ax, gt_uv[i], "lime", "ground truth")
+        draw_skeleton(ax, pred_uv[i], "red", "prediction")
         ax.set_xlim(-0.5, size - 0.5)
         ax.set_ylim(size - 0.5, -0.5)
         ax.set_title("GT (green) vs predicted (red)", fontsize=9)
@@ -270,4 +280,47 @@ def plot_qualitative(
             for c, (cloud, colour, title) in enumerate(clouds):
                 _cloud_axis(fig, i * cols + 3 + c, n, cols, cloud[i], colour, title, limits)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------------- 3D helpers (predict, figures)
+
+def _display(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Camera frame (y down, z away) -> plot axes (x, z, -y): the hand stands upright, depth recedes."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    return xyz[..., 0], xyz[..., 2], -xyz[..., 1]
+
+
+def draw_skeleton_3d(ax: Any, xyz: Any, colour: str | None = None, linewidth: float = 2.0) -> None:
+    """Camera-frame joints (21, 3) on a 3D axis; one colour per finger unless ``colour`` is given."""
+    x, y, z = _display(_to_plain(xyz))
+    for parent, child in BONES:
+        c = colour or FINGER_COLOURS[(child - 1) // 4]
+        ax.plot(x[[parent, child]], y[[parent, child]], z[[parent, child]], color=c, linewidth=linewidth)
+    ax.scatter(x, y, z, s=3 * linewidth, color=colour or "black", depthshade=False)
+
+
+def depth_colours(depth: Any) -> np.ndarray:
+    """(N,) depths -> (N, 3) RGB in [0, 1] on :data:`DEPTH_COLORMAP`, stretched to the values' range."""
+    depth = np.asarray(_to_plain(depth), dtype=np.float64)
+    span = float(depth.max() - depth.min()) if depth.size else 0.0
+    t = (depth - depth.min()) / span if span > 0 else np.full_like(depth, 0.5)
+    return np.asarray(matplotlib.colormaps[DEPTH_COLORMAP](t))[..., :3]
+
+
+def scatter_cloud_by_depth(ax: Any, cloud: Any, size: float = 3.0) -> None:
+    """Camera-frame points (P, 3) on a 3D axis, coloured by depth like the paper's Figure 3."""
+    cloud = np.asarray(_to_plain(cloud), dtype=np.float64)
+    x, y, z = _display(cloud)
+    ax.scatter(x, y, z, s=size, c=depth_colours(cloud[:, 2]), depthshade=False)
+
+
+def set_equal_limits_3d(ax: Any, *point_sets: Any) -> None:
+    """Equal extents on the three axes around all the given camera-frame points (no distortion)."""
+    points = np.concatenate([np.asarray(_to_plain(p), dtype=np.float64).reshape(-1, 3) for p in point_sets])
+    shown = np.stack(_display(points), axis=-1)
+    centre = 0.5 * (shown.min(axis=0) + shown.max(axis=0))
+    half = 0.5 * float(np.max(shown.max(axis=0) - shown.min(axis=0))) or 1.0
+    ax.set_xlim(centre[0] - half, centre[0] + half)
+    ax.set_ylim(centre[1] - half, centre[1] + half)
+    ax.set_zlim(centre[2] - half, centre[2] + half)

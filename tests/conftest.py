@@ -74,3 +74,23 @@ def run_interpreted(script: str, timeout: float) -> dict:
     out = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """Checkpoints of a tiny S4 (RGB + cloud encoders; pose, heatmap and cloud decoders) and a tiny
+    S1 (RGB encoder, pose decoder only), each trained for real for two steps."""
+    from crossmodal.train import train
+
+    out = tmp_path_factory.mktemp("tiny_runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        checkpoints = {}
+        for strategy in ("poe", "crossmodal"):
+            cfg = load_config(None, [*tiny_data, f"model.strategy={strategy}", f"out_dir={out}", f"name={strategy}",
+                                     "trainer.max_steps=2"])
+            checkpoints[strategy] = train(cfg).best_checkpoint
+        return checkpoints
+    finally:
+        torch.set_num_threads(threads)

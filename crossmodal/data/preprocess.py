@@ -20,6 +20,7 @@ Frames whose hand region is empty raise ``EmptyHandError``; the cache skips them
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -70,8 +71,12 @@ def _skeleton_hand_cloud(frame: dict[str, Any], cfg: PreprocessConfig, scale: fl
     return points[near]
 
 
-def _crop_box(hand_mask: np.ndarray | None, extra_uv: np.ndarray | None, margin: float) -> tuple[np.ndarray, float]:
-    """Centre (u, v) and side of the square crop around the hand pixels (and ``extra_uv`` points)."""
+def crop_box(hand_mask: np.ndarray | None, extra_uv: np.ndarray | None, margin: float) -> tuple[np.ndarray, float]:
+    """Centre (u, v) and side of the square crop around the hand pixels (and ``extra_uv`` points).
+
+    Public because inference (``crossmodal.predict``) must crop a user's image exactly
+    as the training frames were cropped.
+    """
     corners = []
     if hand_mask is not None:
         rows, cols = np.nonzero(hand_mask)
@@ -95,6 +100,35 @@ def _render_crop(image: np.ndarray, H_crop_from_src: np.ndarray, side: float, cr
         shrink = np.array([[1 / factor, 0, -(factor - 1) / (2 * factor)], [0, 1 / factor, -(factor - 1) / (2 * factor)], [0, 0, 1]])
         H_src_from_crop = shrink @ H_src_from_crop
     return geometry.warp_image(image, H_src_from_crop, crop_size)
+
+
+@dataclass(frozen=True)
+class RGBCrop:
+    """The RGB part of a preprocessed frame and the camera that sees it."""
+
+    image: np.ndarray  # (crop_size, crop_size, 3) uint8
+    rotation: np.ndarray  # R: corrected camera point = R @ original camera point (identity without view correction)
+    K_crop: np.ndarray  # intrinsics of the crop (in the corrected camera when view-corrected)
+    homography: np.ndarray  # original pixel -> crop pixel, K_crop @ R @ inv(K)
+
+
+def crop_rgb(image: np.ndarray, K: np.ndarray, centre: np.ndarray, side: float, cfg: PreprocessConfig) -> RGBCrop:
+    """Steps 2-3 for the image alone: virtual camera, crop intrinsics, warped and resized crop.
+
+    Shared by training (``preprocess_frame``) and inference (``crossmodal.predict``) so a
+    user's image reaches the encoder exactly as the training crops did.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    if cfg.view_correction:
+        ray = np.linalg.inv(K) @ np.array([centre[0], centre[1], 1.0])
+        R = geometry.rotation_to_optical_axis(ray)
+        K_crop = geometry.corrected_crop_intrinsics(K, side, cfg.crop_size)
+    else:
+        R = np.eye(3)
+        K_crop = geometry.crop_intrinsics(K, centre, side, cfg.crop_size)
+    H = K_crop @ R @ np.linalg.inv(K)
+    warped = _render_crop(np.ascontiguousarray(np.asarray(image)[..., :3]), H, side, cfg.crop_size)
+    return RGBCrop(warped, R, K_crop, H)
 
 
 def preprocess_frame(frame: dict[str, Any], cfg: PreprocessConfig) -> dict[str, np.ndarray]:
@@ -126,24 +160,17 @@ def preprocess_frame(frame: dict[str, Any], cfg: PreprocessConfig) -> dict[str, 
         if not hand_mask.any():
             raise EmptyHandError(f"frame {frame.get('index')}: no {hand_side}-hand pixels in the mask")
         points = _masked_hand_cloud(frame, hand_mask)
-        centre, side = _crop_box(hand_mask, None, cfg.crop_margin)
+        centre, side = crop_box(hand_mask, None, cfg.crop_margin)
     else:
         points = _skeleton_hand_cloud(frame, cfg, scale)
         if len(points) == 0:
             raise EmptyHandError(f"frame {frame.get('index')}: no depth pixels near the {hand_side}-hand skeleton")
         extra = np.concatenate([geometry.project(points, K), geometry.project(xyz, K)])
-        centre, side = _crop_box(None, extra, cfg.crop_margin)
+        centre, side = crop_box(None, extra, cfg.crop_margin)
 
-    # Step 2-3: virtual camera R and crop intrinsics; H maps original pixels to crop pixels.
-    if cfg.view_correction:
-        ray = np.linalg.inv(K) @ np.array([centre[0], centre[1], 1.0])
-        R = geometry.rotation_to_optical_axis(ray)
-        K_crop = geometry.corrected_crop_intrinsics(K, side, cfg.crop_size)
-    else:
-        R = np.eye(3)
-        K_crop = geometry.crop_intrinsics(K, centre, side, cfg.crop_size)
-    H = K_crop @ R @ np.linalg.inv(K)
-    image = _render_crop(np.ascontiguousarray(frame["image"][..., :3]), H, side, cfg.crop_size)
+    # Step 2-3: virtual camera R and crop intrinsics; the warped, resized crop.
+    crop = crop_rgb(frame["image"], K, centre, side, cfg)
+    image, R, K_crop = crop.image, crop.rotation, crop.K_crop
 
     # Step 4: outliers, then the pool, all in the corrected frame.
     if len(points):
