@@ -72,6 +72,7 @@ class Outcome:
     run_dir: str = ""
     wall_s: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    val_curve: list[float] = field(default_factory=list)  # validation EPE (mm) after each epoch
     error: str = ""
 
 
@@ -168,6 +169,18 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
 
 
+def validation_curve(run_dir: Path) -> list[float]:
+    """Validation EPE after each validation, from the run's CSV log (empty if there is none):
+    whether a row had converged or was still improving when its budget ran out."""
+    import csv
+
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [float(r["val/epe_mean"]) for r in csv.DictReader(f) if r.get("val/epe_mean")]
+
+
 def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir: Path, command: str) -> Outcome:
     """Train and evaluate one (row, seed), or reuse its finished run; never raises (but Ctrl-C)."""
     from crossmodal.io import atomic_write_text
@@ -180,7 +193,8 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         record = run_dir / "run.json"
         if record.is_file():
             done = json.loads(record.read_text())
-            return Outcome(row.name, seed, "reused", str(run_dir), done.get("wall_s"), done["metrics"])
+            return Outcome(row.name, seed, "reused", str(run_dir), done.get("wall_s"), done["metrics"],
+                           validation_curve(run_dir))
         cfg.out_dir, cfg.name = str(out_dir), run_dir.name
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
             cfg.resume = "true"  # interrupted earlier: go on from the last finished epoch
@@ -196,7 +210,7 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
             "git_commit": git_commit(), "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "metrics": metrics,
         }, indent=2) + "\n")
-        return Outcome(row.name, seed, "done", str(run_dir), wall, metrics)
+        return Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - one failing row must not stop the others
@@ -270,6 +284,10 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         values = np.array([o.metrics[key] for o in ok], dtype=np.float64)
         out[key] = float(values.mean())
         out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    curves = [o.val_curve for o in ok if o.val_curve]
+    if curves:  # first and last validation EPE, averaged over seeds: was the row still improving?
+        out["val_first"] = float(np.mean([c[0] for c in curves]))
+        out["val_last"] = float(np.mean([c[-1] for c in curves]))
     out["thresholds"] = ok[0].metrics["thresholds"]
     out["pck"] = np.mean([o.metrics["pck"] for o in ok], axis=0).tolist()
     return out
@@ -311,13 +329,15 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
     if exp.reference:
         lines.append(f"- paper column: {exp.reference}")
     lines += ["- cells: mean ± sample standard deviation over the seeds that finished (n)", "",
-              "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values()) + " | n | train+eval time |",
-              "|---|---:|" + "---:|" * len(SUMMARY) + "---:|---:|"]
+              "- val EPE: validation EPE after the first and the last epoch (is the row still improving?)", "",
+              "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values()) + " | val EPE first → last | n | train+eval time |",
+              "|---|---:|" + "---:|" * len(SUMMARY) + "---:|---:|---:|"]
     for r in rows:
         s = summaries[r.name]
         paper = f"{r.paper:.2f}" if r.paper is not None else "—"
         cells = [_cell(s, k, 2 if k.startswith("epe") else 3) for k in SUMMARY]
-        lines.append(f"| {r.label} | {paper} | " + " | ".join(cells) + f" | {s['n']} | {_duration(s.get('wall_s'))} |")
+        val = f"{s['val_first']:.1f} → {s['val_last']:.1f}" if "val_first" in s else "—"
+        lines.append(f"| {r.label} | {paper} | " + " | ".join(cells) + f" | {val} | {s['n']} | {_duration(s.get('wall_s'))} |")
     failed = [o for o in outcomes if o.status == "failed"]
     pending = [o for o in outcomes if o.status == "pending"]
     if failed:

@@ -39,7 +39,7 @@ def miniature(tmp_path: Path) -> Path:
 
 
 def run(folder: Path, tiny_data: list[str], tmp_path: Path, **kwargs):
-    overrides = [*tiny_data, "trainer.max_steps=2", "trainer.limit_val_batches=1", "data.num_workers=0"]
+    overrides = [*tiny_data, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
     return run_experiment(folder, overrides, out_dir=tmp_path / "runs", results_dir=tmp_path / "results", **kwargs)
 
 
@@ -62,6 +62,7 @@ def test_runner_writes_results_resumes_and_isolates_failures(miniature, tiny_dat
             assert 0.0 < float(r["epe_mean"]) < 1000.0 and 0.0 <= float(r["auc_0_50"]) <= 1.0
     data = json.loads((results / "mini.json").read_text())
     assert data["rows"][0]["summary"]["n"] == 1 and len(data["rows"][0]["summary"]["pck"]) == 20
+    assert len(data["rows"][0]["runs"][0]["val_curve"]) >= 1  # read back from the run's CSV log
     assert (results / "mini_pck.png").stat().st_size > 0
 
     # A second invocation reuses the finished runs (their records untouched) and retries the failure.
