@@ -181,6 +181,15 @@ def validation_curve(run_dir: Path) -> list[float]:
         return [float(r["val/epe_mean"]) for r in csv.DictReader(f) if r.get("val/epe_mean")]
 
 
+def finished_outcome(row: Row, seed: int, run_dir: Path) -> Outcome | None:
+    """The outcome recorded in ``run_dir/run.json`` by an earlier invocation, if any."""
+    record = run_dir / "run.json"
+    if not record.is_file():
+        return None
+    done = json.loads(record.read_text())
+    return Outcome(row.name, seed, "reused", str(run_dir), done.get("wall_s"), done["metrics"], validation_curve(run_dir))
+
+
 def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir: Path, command: str) -> Outcome:
     """Train and evaluate one (row, seed), or reuse its finished run; never raises (but Ctrl-C)."""
     from crossmodal.io import atomic_write_text
@@ -190,11 +199,9 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
     try:
         cfg = row_config(exp, row, seed, overrides)
         run_dir = out_dir / config_key(cfg)
-        record = run_dir / "run.json"
-        if record.is_file():
-            done = json.loads(record.read_text())
-            return Outcome(row.name, seed, "reused", str(run_dir), done.get("wall_s"), done["metrics"],
-                           validation_curve(run_dir))
+        finished = finished_outcome(row, seed, run_dir)
+        if finished is not None:
+            return finished
         cfg.out_dir, cfg.name = str(out_dir), run_dir.name
         if (run_dir / "checkpoints" / "last.ckpt").is_file():
             cfg.resume = "true"  # interrupted earlier: go on from the last finished epoch
@@ -205,7 +212,7 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
             raise CrossmodalError("training produced no checkpoint to evaluate")
         metrics = {k: result.metrics[k] for k in (*SUMMARY, "thresholds", "pck", "num_samples")}
         metrics = json.loads(json.dumps(metrics, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
-        atomic_write_text(record, json.dumps({
+        atomic_write_text(run_dir / "run.json", json.dumps({
             "experiment": exp.name, "row": row.name, "seed": seed, "wall_s": wall, "resumed": cfg.resume == "true",
             "git_commit": git_commit(), "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "metrics": metrics,
@@ -240,10 +247,14 @@ def run_experiment(
         if unknown:
             raise ConfigError(f"--rows: no row {unknown} in {exp.folder / MANIFEST}; rows: {', '.join(r.name for r in exp.rows)}")
         chosen = [r for r in exp.rows if r.name in rows]
-    for row in chosen:  # a typo in a row's config fails now, not after hours of the other rows
-        row_config(exp, row, seeds[0], overrides)
     command = command or " ".join(shlex.quote(a) for a in ["python", "-m", "crossmodal", "experiment", str(folder), *overrides])
-    outcomes = {(r.name, s): Outcome(r.name, s, "pending") for r in chosen for s in seeds}
+    # The table covers every row: rows left out by --rows show their earlier results, if any.
+    # Resolving every row's config first also makes a typo in one fail now, not hours later.
+    outcomes = {}
+    for r in exp.rows:
+        for s in seeds:
+            earlier = None if r in chosen else finished_outcome(r, s, Path(out_dir) / config_key(row_config(exp, r, s, overrides)))
+            outcomes[(r.name, s)] = earlier or Outcome(r.name, s, "pending")
     start = time.perf_counter()
     total = len(outcomes)
     for i, (row, seed) in enumerate(((r, s) for r in chosen for s in seeds), 1):
@@ -254,13 +265,13 @@ def run_experiment(
                   "reused": f"EPE {outcome.metrics.get('epe_mean', math.nan):.2f} mm, finished earlier in {outcome.run_dir}",
                   "failed": f"{outcome.error} (traceback: {outcome.run_dir}/error.txt)"}[outcome.status]
         print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed}): {outcome.status}: {detail}", flush=True)
-        write_results(exp, chosen, list(outcomes.values()), Path(results_dir), command, seeds,
+        write_results(exp, exp.rows, list(outcomes.values()), Path(results_dir), command, seeds,
                       time.perf_counter() - start)
     failed = [o for o in outcomes.values() if o.status == "failed"]
-    print(f"{exp.name}: {total - len(failed)}/{total} runs finished; results in {Path(results_dir) / exp.name}.md")
+    print(f"{exp.name}: {total - len(failed)}/{total} selected runs finished; results in {Path(results_dir) / exp.name}.md")
     for o in failed:
         print(f"  FAILED {o.row} seed {o.seed}: {o.error}")
-    return list(outcomes.values())
+    return [outcomes[(r.name, s)] for r in chosen for s in seeds]
 
 
 # ---------------------------------------------------------------------- results
@@ -328,7 +339,9 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
              f"- machine: {header['machine']}", f"- wall time of this invocation: {_duration(wall_s)}"]
     if exp.reference:
         lines.append(f"- paper column: {exp.reference}")
-    lines += ["- cells: mean ± sample standard deviation over the seeds that finished (n)", "",
+    row_time = sum(o.wall_s or 0.0 for o in outcomes if o.status in ("done", "reused"))
+    lines += [f"- train+eval time of the finished runs (this and earlier invocations): {_duration(row_time)}",
+              "- cells: mean ± sample standard deviation over the seeds that finished (n)",
               "- val EPE: validation EPE after the first and the last epoch (is the row still improving?)", "",
               "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values()) + " | val EPE first → last | n | train+eval time |",
               "|---|---:|" + "---:|" * len(SUMMARY) + "---:|---:|---:|"]

@@ -73,6 +73,12 @@ def test_runner_writes_results_resumes_and_isolates_failures(miniature, tiny_dat
     assert {row: p.stat().st_mtime_ns for row, p in records.items()} == stamps
     assert [o.metrics["epe_mean"] for o in again if o.row == "s1"] == [o.metrics["epe_mean"] for o in outcomes if o.row == "s1"]
 
+    # Running one row still writes the whole table: the other rows keep their earlier results.
+    (only,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
+    assert only.status == "reused"
+    lines = list(csv.DictReader((results / "mini.csv").open()))
+    assert [(r["row"], r["status"]) for r in lines] == [("s1", "reused"), ("broken", "pending"), ("s4", "reused")]
+
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(miniature, tiny_data, tmp_path, single_thread):
     (first,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
