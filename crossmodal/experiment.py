@@ -256,7 +256,7 @@ def run_experiment(
             earlier = None if r in chosen else finished_outcome(r, s, Path(out_dir) / config_key(row_config(exp, r, s, overrides)))
             outcomes[(r.name, s)] = earlier or Outcome(r.name, s, "pending")
     start = time.perf_counter()
-    total = len(outcomes)
+    total = len(chosen) * len(seeds)
     for i, (row, seed) in enumerate(((r, s) for r in chosen for s in seeds), 1):
         print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed})", flush=True)
         outcome = run_one(exp, row, seed, overrides, Path(out_dir), command)
