@@ -81,6 +81,28 @@ def test_unlabelled_batch_gives_no_pose_gradient(tiny_data, strategy):
     assert all(v.item() == 0 for k, v in terms.items() if k.endswith(("/pose", "/heatmaps")))
 
 
+def test_masked_samples_get_no_gradient_through_batch_norm(tiny_data):
+    """Half the batch unlabelled: the heatmap decoder (batch norm) must neither pass those samples
+    gradient nor let them change the labelled samples' loss."""
+    from alignment.gaussian import DiagonalGaussian
+
+    cfg, module = build(tiny_data, "model.strategy=extended", "model.decoders=[pose_mlp,heatmap_dcgan]")
+    strategy = module.strategy.train()
+    batch = first_batch(cfg)
+    labeled = torch.arange(len(batch["labeled"])) % 2 == 0
+    batch["labeled"] = labeled
+    mu = torch.randn(len(labeled), cfg.model.latent_dim, requires_grad=True)
+    q = DiagonalGaussian(mu, torch.full_like(mu, -30.0))  # sigma ~ 0: z = mu
+    terms = strategy.reconstruction(q, batch, "image", torch.ones_like(labeled))
+    terms["image/heatmaps"].backward()
+    assert torch.count_nonzero(mu.grad[~labeled]) == 0
+    assert torch.count_nonzero(mu.grad[labeled]) > 0
+    alone = {k: v[labeled] for k, v in batch.items()}  # the labelled samples as a batch of their own
+    expected = strategy.reconstruction(DiagonalGaussian(mu[labeled], q.logvar[labeled]), alone, "image",
+                                       torch.ones(int(labeled.sum()), dtype=torch.bool))
+    torch.testing.assert_close(terms["image/heatmaps"], expected["image/heatmaps"])
+
+
 def test_beta_schedule_log_linear():
     from omegaconf import OmegaConf
 
