@@ -222,9 +222,7 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         raise
     except Exception as exc:  # noqa: BLE001 - one failing row must not stop the others
         if run_dir is not None:
-            from crossmodal.io import atomic_write_text as write
-
-            write(run_dir / "error.txt", traceback.format_exc())
+            atomic_write_text(run_dir / "error.txt", traceback.format_exc())
         return Outcome(row.name, seed, "failed", str(run_dir or ""), error=_one_line(exc))
 
 
