@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.errors import ConfigError, CrossmodalError
+from crossmodal.train import validation_curve
 
 MANIFEST = "experiment.yaml"
 #: Metrics summarised per row (keys of metrics.json), with their table headings.
@@ -167,18 +168,6 @@ def git_commit() -> str:
 
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
-
-
-def validation_curve(run_dir: Path) -> list[float]:
-    """Validation EPE after each validation, from the run's CSV log (empty if there is none):
-    whether a row had converged or was still improving when its budget ran out."""
-    import csv
-
-    path = run_dir / "csv" / "metrics.csv"
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return [float(r["val/epe_mean"]) for r in csv.DictReader(f) if r.get("val/epe_mean")]
 
 
 def finished_outcome(row: Row, seed: int, run_dir: Path) -> Outcome | None:

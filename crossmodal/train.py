@@ -46,6 +46,31 @@ def point_latest(run_dir: Path) -> None:
     os.replace(tmp, latest)
 
 
+def set_aside_csv_log(run_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing ``csv/metrics.csv`` when a run resumes; rename
+    it to ``csv/metrics.part<k>.csv`` first, so the epochs before the interruption stay logged."""
+    current = run_dir / "csv" / "metrics.csv"
+    if current.is_file():
+        k = len(list(current.parent.glob("metrics.part*.csv")))
+        current.rename(current.with_name(f"metrics.part{k}.csv"))
+
+
+def validation_curve(run_dir: Path) -> list[float]:
+    """Validation EPE after each epoch's validation, from the run's CSV logs including those set
+    aside by resumed runs (empty if there are none). Epochs logged twice (work after the last
+    checkpoint of an interrupted run, redone on resume) keep their latest value."""
+    import csv
+
+    folder = run_dir / "csv"
+    parts = sorted(folder.glob("metrics.part*.csv"), key=lambda p: int(p.stem.removeprefix("metrics.part") or 0))
+    by_epoch: dict[int, float] = {}
+    for path in [*parts, folder / "metrics.csv"]:
+        if path.is_file():
+            with path.open() as f:
+                by_epoch.update((int(r["epoch"]), float(r["val/epe_mean"])) for r in csv.DictReader(f) if r.get("val/epe_mean"))
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 def resolve_resume(cfg: DictConfig) -> str | None:
     """``resume``: "" -> None; "true" -> this run's last checkpoint; else a checkpoint path."""
     value = str(cfg.resume).strip()
@@ -199,6 +224,8 @@ def train(cfg: DictConfig) -> RunResult:
     trainer = build_trainer(cfg, run_dir)
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resume is not None:
+            set_aside_csv_log(run_dir)
         save_config(cfg, run_dir / "config.yaml")
         point_latest(run_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume)

@@ -13,7 +13,7 @@ import torch
 from crossmodal.cli import main
 from crossmodal.config import load_config
 from crossmodal.module import CrossmodalModule, beta_at
-from crossmodal.train import build_datamodule
+from crossmodal.train import build_datamodule, validation_curve
 
 STRATEGIES = ["crossmodal", "extended", "kl_align", "poe"]
 
@@ -133,6 +133,9 @@ def test_train_eval_and_resume_at_same_step(tiny_data, tmp_path, capsys):
     assert adam_steps == {8}  # the optimizer state continued, not restarted
     assert first["lr_schedulers"][0]["last_epoch"] == 1  # one validation, one plateau step
     assert resumed["lr_schedulers"][0]["last_epoch"] == 2  # the plateau schedule continued too
+    # Lightning's CSV logger would delete the first epoch's log on resume; it was set aside instead.
+    assert (run / "csv" / "metrics.part0.csv").is_file()
+    assert len(validation_curve(run)) == 2
     assert main(["eval", "--ckpt", str(run / "checkpoints" / "last.ckpt")]) == 0
     assert "EPE mean" in capsys.readouterr().out
 
