@@ -124,40 +124,17 @@ class InferenceModel:
             return {key: decoder(z).cpu().numpy() for key, decoder in self.strategy.decoders.items()}
 
 
-def _without_pretrained_paths(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with every encoder's ``pretrained_path`` cleared: the trained weights come from
-    the checkpoint, so the ImageNet file used to initialise training need not exist here."""
-    import copy
-
-    config = copy.deepcopy(config)
-    for options in (config.get("model", {}).get("encoder_options") or {}).values():
-        if isinstance(options, dict) and options.get("pretrained_path"):
-            options["pretrained_path"] = None
-    return config
-
-
 def load_model(path: str | Path) -> InferenceModel:
     """The model of a checkpoint in eval mode; a missing, corrupt or foreign file is a one-line error."""
-    import torch
     from omegaconf import OmegaConf
 
     from crossmodal.config import Config
-    from crossmodal.module import CrossmodalModule
-    from crossmodal.train import load_checkpoint_config
+    from crossmodal.train import load_trained_module
 
-    path = Path(path)
-    stored = _without_pretrained_paths(load_checkpoint_config(path))
-    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path}: not a crossmodal checkpoint (no state_dict)")
-    module = CrossmodalModule(stored)
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(f"{path}: its weights do not fit the model its config describes ({_one_line(exc)})") from None
+    module = load_trained_module(path)
     module.eval()
-    config = OmegaConf.merge(OmegaConf.structured(Config), stored)
-    return InferenceModel(module, config, path)
+    config = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(module.cfg))
+    return InferenceModel(module, config, Path(path))
 
 
 # ---------------------------------------------------------------------------- inputs

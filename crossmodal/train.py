@@ -103,6 +103,38 @@ def load_checkpoint_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not a crossmodal checkpoint (no hyper_parameters.config)") from None
 
 
+def without_pretrained_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with every encoder's ``pretrained_path`` cleared: a trained model's weights
+    come from its checkpoint, so the ImageNet file that initialised training need not exist."""
+    import copy
+
+    config = copy.deepcopy(config)
+    for options in (config.get("model", {}).get("encoder_options") or {}).values():
+        if isinstance(options, dict) and options.get("pretrained_path"):
+            options["pretrained_path"] = None
+    return config
+
+
+def load_trained_module(path: str | Path) -> Any:
+    """The CrossmodalModule of a checkpoint with its trained weights; a missing, corrupt or
+    foreign file, or weights that do not fit the stored config, is a one-line ConfigError."""
+    import torch
+
+    from crossmodal.module import CrossmodalModule
+
+    path = Path(path)
+    stored = without_pretrained_paths(load_checkpoint_config(path))
+    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: not a crossmodal checkpoint (no state_dict)")
+    module = CrossmodalModule(stored)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: its weights do not fit the model its config describes ({' '.join(str(exc).split())[:200]})") from None
+    return module
+
+
 def check_compatible(ckpt_config: dict[str, Any], cfg: DictConfig, path: str | Path) -> None:
     """A checkpoint from another strategy or model config cannot be loaded: say which key differs."""
     theirs = OmegaConf.create(ckpt_config).model
@@ -251,10 +283,8 @@ def _leave_process_group() -> None:
 
 def evaluate_checkpoint(ckpt: str | Path, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Test-split metrics of a checkpoint, on one device, with the report files."""
-    from crossmodal.module import CrossmodalModule
-
     check_compatible(load_checkpoint_config(ckpt), cfg, ckpt)
-    model = CrossmodalModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+    model = load_trained_module(ckpt)
     eval_cfg = cfg.copy()
     eval_cfg.trainer.devices, eval_cfg.trainer.num_nodes, eval_cfg.trainer.strategy = "1", 1, "auto"
     trainer = build_trainer(eval_cfg, run_dir, with_loggers=False)

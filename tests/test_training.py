@@ -179,6 +179,19 @@ def test_checkpoint_from_another_strategy_is_refused(tiny_data, tmp_path, capsys
     assert f"{bad}: not a readable checkpoint" in capsys.readouterr().err
 
 
+def test_eval_does_not_need_the_imagenet_file_that_initialised_training(tiny_data, tmp_path, capsys):
+    from crossmodal.registry import ENCODERS
+
+    imagenet = tmp_path / "resnet18-imagenet.pth"
+    torch.save(ENCODERS.build("rgb_resnet18").trunk.state_dict(), imagenet)
+    assert main(["train", *tiny_data, f"out_dir={tmp_path}", "name=init", "model.strategy=crossmodal",
+                 f"model.encoder_options.rgb_resnet18.pretrained_path={imagenet}", "trainer.max_steps=1"]) == 0
+    imagenet.unlink()  # e.g. the checkpoint was copied to another machine
+    capsys.readouterr()
+    assert main(["eval", "--ckpt", str(tmp_path / "init" / "checkpoints" / "last.ckpt")]) == 0
+    assert "EPE mean" in capsys.readouterr().out
+
+
 def test_ddp_two_cpu_processes(tiny_data, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     result = subprocess.run(
