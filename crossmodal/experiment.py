@@ -235,12 +235,13 @@ def run_experiment(
             raise ConfigError(f"--rows: no row {unknown} in {exp.folder / MANIFEST}; rows: {', '.join(r.name for r in exp.rows)}")
         chosen = [r for r in exp.rows if r.name in rows]
     command = command or " ".join(shlex.quote(a) for a in ["python", "-m", "crossmodal", "experiment", str(folder), *overrides])
-    # The table covers every row: rows left out by --rows show their earlier results, if any.
-    # Resolving every row's config first also makes a typo in one fail now, not hours later.
+    # The table covers every row: rows left out by --rows, and rows this invocation has not reached
+    # yet (it may be interrupted), show their earlier results, if any. Resolving every row's
+    # config first also makes a typo in one fail now, not hours later.
     outcomes = {}
     for r in exp.rows:
         for s in seeds:
-            earlier = None if r in chosen else finished_outcome(r, s, Path(out_dir) / config_key(row_config(exp, r, s, overrides)))
+            earlier = finished_outcome(r, s, Path(out_dir) / config_key(row_config(exp, r, s, overrides)))
             outcomes[(r.name, s)] = earlier or Outcome(r.name, s, "pending")
     start = time.perf_counter()
     total = len(chosen) * len(seeds)

@@ -89,6 +89,24 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(miniature, tiny_data, 
     assert json.loads(record.read_text())["resumed"] is True
 
 
+def test_table_written_mid_invocation_keeps_rows_not_reached_yet(miniature, tiny_data, tmp_path, single_thread, monkeypatch):
+    import crossmodal.experiment as experiment
+
+    run(miniature, tiny_data, tmp_path, rows=["s1", "s4"])
+    real_run_one = experiment.run_one
+
+    def interrupted_at_s4(exp, row, *args, **kwargs):
+        if row.name == "s4":
+            raise KeyboardInterrupt  # Ctrl-C during the last row
+        return real_run_one(exp, row, *args, **kwargs)
+
+    monkeypatch.setattr(experiment, "run_one", interrupted_at_s4)
+    with pytest.raises(KeyboardInterrupt):
+        run(miniature, tiny_data, tmp_path)
+    lines = list(csv.DictReader((tmp_path / "results" / "mini.csv").open()))
+    assert [(r["row"], r["status"]) for r in lines] == [("s1", "reused"), ("broken", "failed"), ("s4", "reused")]
+
+
 def test_seeds_and_rows_select_runs(miniature, tiny_data, tmp_path):
     exp = load_experiment(miniature)
     keys = {config_key(row_config(exp, exp.rows[0], seed, tiny_data)) for seed in (0, 1)}
