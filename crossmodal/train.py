@@ -86,8 +86,9 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     return value
 
 
-def load_checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """The resolved config stored in a checkpoint; a missing or foreign file is a one-line error."""
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(stored config, whole checkpoint) of a checkpoint file, read once; a missing or foreign
+    file is a one-line error."""
     import torch
 
     path = Path(path)
@@ -98,9 +99,14 @@ def load_checkpoint_config(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
         raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
     try:
-        return ckpt["hyper_parameters"]["config"]
+        return ckpt["hyper_parameters"]["config"], ckpt
     except (KeyError, TypeError):
         raise ConfigError(f"{path}: not a crossmodal checkpoint (no hyper_parameters.config)") from None
+
+
+def load_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The resolved config stored in a checkpoint; a missing or foreign file is a one-line error."""
+    return read_checkpoint(path)[0]
 
 
 def without_pretrained_paths(config: dict[str, Any]) -> dict[str, Any]:
@@ -118,13 +124,12 @@ def without_pretrained_paths(config: dict[str, Any]) -> dict[str, Any]:
 def load_trained_module(path: str | Path) -> Any:
     """The CrossmodalModule of a checkpoint with its trained weights; a missing, corrupt or
     foreign file, or weights that do not fit the stored config, is a one-line ConfigError."""
-    import torch
-
     from crossmodal.module import CrossmodalModule
 
     path = Path(path)
-    stored = without_pretrained_paths(load_checkpoint_config(path))
-    state = torch.load(path, map_location="cpu", weights_only=False).get("state_dict")
+    config, ckpt = read_checkpoint(path)
+    stored = without_pretrained_paths(config)
+    state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         raise ConfigError(f"{path}: not a crossmodal checkpoint (no state_dict)")
     module = CrossmodalModule(stored)
