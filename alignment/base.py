@@ -110,27 +110,53 @@ class Strategy(nn.Module):
 
     # ------------------------------------------------------------------ shared pieces
 
-    def encode(self, key: str, batch: Mapping[str, Tensor]) -> DiagonalGaussian:
-        return self.encoders[key](batch[key])
+    def encode(self, key: str, batch: Mapping[str, Tensor]) -> tuple[DiagonalGaussian, dict[str, Tensor]]:
+        """q(z|.) of encoder ``key`` and its auxiliary loss terms, named ``<key>/<term>``."""
+        q, aux = self.encoders[key].encode(batch, presence(batch, "pose"))
+        return q, {f"{key}/{name}": value for name, value in aux.items()}
 
-    def reconstruction(self, q: DiagonalGaussian, batch: Mapping[str, Tensor], source: str, source_mask: Tensor) -> dict[str, Tensor]:
-        """L_recon(z) (paper Eq. 11), one weighted term per decoder, z drawn from ``q``.
+    def reconstruction(
+        self, q: DiagonalGaussian, batch: Mapping[str, Tensor], source: str, source_mask: Tensor, deterministic: bool = False
+    ) -> dict[str, Tensor]:
+        """L_recon(z) (paper Eq. 11), one weighted term per decoder, z drawn from ``q``
+        (``z = mu`` when ``deterministic``).
 
         ``source_mask`` (B,) marks the samples for which ``q`` exists at all.
         """
-        z = q.sample(self.training)
+        return self.reconstructions([(source, q, source_mask)], batch, deterministic)
+
+    def reconstructions(
+        self, sources: list[tuple[str, DiagonalGaussian, Tensor]], batch: Mapping[str, Tensor], deterministic: bool = False
+    ) -> dict[str, Tensor]:
+        """``reconstruction`` of several latents (S3's two, S4's three) with one decode per decoder.
+
+        Each source's samples that have a decoder's target are stacked and decoded in one call:
+        one large matrix product instead of several small ones (S4's three FoldingNet decodes
+        were half of its step). The terms are each source's own mean, as with separate calls;
+        a decoder with batch norm normalises over the stacked latents.
+        """
+        zs = [(name, q.sample(self.training and not deterministic), mask) for name, q, mask in sources]
         terms = {}
         for target, decoder in self.decoders.items():
-            mask = source_mask & presence(batch, target)
-            if bool(mask.all()) or not bool(mask.any()):
-                loss = decoder.loss(decoder(z), batch[target], mask=mask)  # none masked: 0 in the graph
-            else:
-                # Decode only the samples that have this target. Decoding the whole batch would let
-                # a decoder's batch norm mix the masked samples into its statistics, and pass them
-                # gradient from a loss they have no target for: with 25% labels this made the
-                # heatmap term's gradient on the RGB encoder ~40x larger (experiments/results/README.md).
-                loss = decoder.loss(decoder(z[mask]), batch[target][mask])
-            terms[f"{source}/{target}"] = self.weights[target] * loss
+            has_target = presence(batch, target)
+            # Decode only the samples that have this target. Decoding the whole batch would let
+            # a decoder's batch norm mix the masked samples into its statistics, and pass them
+            # gradient from a loss they have no target for: with 25% labels this made the
+            # heatmap term's gradient on the RGB encoder ~40x larger (experiments/results/README.md).
+            picks = [source_mask & has_target for _, _, source_mask in zs]
+            chosen = [z if bool(pick.all()) else z[pick] for (_, z, _), pick in zip(zs, picks)]
+            counts = [c.shape[0] for c in chosen]
+            if sum(counts) == 0:
+                for name, z, _ in zs:
+                    terms[f"{name}/{target}"] = z.sum() * 0.0  # none has a target: 0 in the graph
+                continue
+            preds = decoder(torch.cat(chosen)).split(counts)
+            for (name, z, _), pick, pred in zip(zs, picks, preds):
+                if pred.shape[0] == 0:
+                    loss = z.sum() * 0.0
+                else:
+                    loss = decoder.loss(pred, batch[target] if bool(pick.all()) else batch[target][pick])
+                terms[f"{name}/{target}"] = self.weights[target] * loss
         return terms
 
     @staticmethod

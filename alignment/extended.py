@@ -22,8 +22,8 @@ class ExtendedCrossModal(Strategy):
     default_encoders = ("rgb_resnet18",)
 
     def losses(self, batch: Mapping[str, Tensor], beta: float) -> dict[str, Tensor]:
-        q = self.encode("image", batch)
+        q, terms = self.encode("image", batch)
         everyone = presence(batch, "image")
-        terms = self.reconstruction(q, batch, "image", everyone)
+        terms.update(self.reconstruction(q, batch, "image", everyone))
         terms["kl/image"] = beta * self.kl_prior(q, everyone)
         return self.total(terms)

@@ -25,16 +25,18 @@ from crossmodal.registry import STRATEGIES
 class ProductOfExperts(Strategy):
     def losses(self, batch: Mapping[str, Tensor], beta: float) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
-        posteriors, masks = [], []
+        sources = []
         for key in self.encoders:
             mask = presence(batch, key)
-            q = self.encode(key, batch)
-            terms.update(self.reconstruction(q, batch, key, mask))
+            q, aux = self.encode(key, batch)
+            terms.update(aux)
             terms[f"kl/{key}"] = beta * self.kl_prior(q, mask)
-            posteriors.append(q)
-            masks.append(mask)
+            sources.append((key, q, mask))
         joint = product_of_experts(
-            torch.stack([q.mu for q in posteriors]), torch.stack([q.logvar for q in posteriors]), torch.stack(masks)
+            torch.stack([q.mu for _, q, _ in sources]),
+            torch.stack([q.logvar for _, q, _ in sources]),
+            torch.stack([mask for _, _, mask in sources]),
         )
-        terms.update(self.reconstruction(joint, batch, "joint", presence(batch, "image")))
+        sources.append(("joint", joint, presence(batch, "image")))
+        terms.update(self.reconstructions(sources, batch))
         return self.total(terms)

@@ -102,6 +102,11 @@ class OptimConfig:
     lr_drops: int = 2  # ... at most this many times (paper: divided by 10 twice)
     lr_patience: int = 3  # validation checks without improvement before a drop
     grad_clip: float = 10.0  # gradient norm clipping; 0 disables
+    # "plateau": the paper's schedule (lr_factor on a validation plateau, lr_drops times).
+    # "cosine": linear warm-up then cosine decay to 0 over the run's steps, made for a fixed
+    # budget (a plateau rarely fires within a few thousand steps).
+    schedule: str = "plateau"
+    warmup_fraction: float = 0.05  # cosine: fraction of the steps spent warming up from 0
 
 
 @dataclass
@@ -207,6 +212,10 @@ def validate(cfg: Any) -> None:
             DECODERS.get(name, key="model.decoders")
     if not 0.0 < cfg.data.labeled_fraction <= 1.0:
         raise ConfigError(f"data.labeled_fraction must be in (0, 1], got {cfg.data.labeled_fraction}")
+    if "optim" in cfg and cfg.optim.schedule not in SCHEDULES:
+        raise ConfigError(f"optim.schedule: unknown schedule {cfg.optim.schedule!r}; choices: {', '.join(SCHEDULES)}")
+    if "optim" in cfg and not 0.0 <= cfg.optim.warmup_fraction < 1.0:
+        raise ConfigError(f"optim.warmup_fraction must be in [0, 1), got {cfg.optim.warmup_fraction}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
     from omegaconf import OmegaConf
@@ -221,6 +230,7 @@ def validate(cfg: Any) -> None:
 
 
 PROFILES = ("cpu", "gpu", "none")
+SCHEDULES = ("plateau", "cosine")
 
 
 def resolve_profile(name: str) -> str:

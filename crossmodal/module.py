@@ -30,6 +30,19 @@ def beta_at(step: int, total_steps: int, cfg: Any) -> float:
     return float(math.exp((1 - t) * math.log(cfg.beta_start) + t * math.log(cfg.beta_end)))
 
 
+def cosine_with_warmup(total_steps: int, warmup_fraction: float) -> Any:
+    """LambdaLR factor: linear from 0 to 1 over the warm-up, then cosine down to 0 at ``total_steps``."""
+    warmup = int(total_steps * warmup_fraction)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return factor
+
+
 class CrossmodalModule(L.LightningModule):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -98,11 +111,14 @@ class CrossmodalModule(L.LightningModule):
             # Stepped here rather than by Lightning after the epoch, so that the checkpoint
             # written at this validation already holds the stepped plateau state (resume-exact).
             scheduler = self.lr_schedulers()
-            if scheduler is not None:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(float(result["epe_mean"]))
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        """Lightning's own plateau step is replaced by the one in ``on_validation_epoch_end``."""
+        """Lightning's own plateau step is replaced by the one in ``on_validation_epoch_end``;
+        a per-step schedule (cosine) steps here as usual."""
+        if not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self._predict_pose(batch)
@@ -137,6 +153,11 @@ class CrossmodalModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         opt = self.cfg.optim
         optimizer = torch.optim.Adam(self.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        if opt.schedule == "cosine":
+            total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+            total = max(1, int(total) if math.isfinite(total) else 1)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, opt.warmup_fraction))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
             mode="min",

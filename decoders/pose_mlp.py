@@ -57,3 +57,16 @@ class PoseMLPDecoder(Decoder):
     def example_target(cls, batch_size: int, generator: torch.Generator | None = None, **options: object) -> Tensor:
         """Random poses (B, 21, 3) on the scale of a normalised hand."""
         return torch.randn(batch_size, NUM_JOINTS, 3, generator=generator) * 2.0
+
+
+@DECODERS.register("pose_linear")
+class PoseLinearDecoder(PoseMLPDecoder):
+    """One linear map z -> 21 x 3 (``pose_mlp`` with no hidden layer): the plain regressor's head.
+
+    Options:
+        latent_dim: size of z.
+        hidden: as ``pose_mlp``; empty by default.
+    """
+
+    def __init__(self, latent_dim: int = 64, hidden: Sequence[int] = ()) -> None:
+        super().__init__(latent_dim, hidden)

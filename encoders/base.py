@@ -20,7 +20,7 @@ and one import line in ``encoders/__init__.py``.
 
 from __future__ import annotations
 
-from typing import ClassVar, Sequence
+from typing import ClassVar, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -114,6 +114,14 @@ class Encoder(LatentModule):
     def forward(self, x: Tensor) -> DiagonalGaussian:
         f = self.features(x)
         return DiagonalGaussian(self.mu_head(f), self.logvar_head(f))
+
+    def encode(self, batch: Mapping[str, Tensor], labeled: Tensor) -> tuple[DiagonalGaussian, dict[str, Tensor]]:
+        """Training-time encoding: q(z|x) of ``batch[input_key]`` and the encoder's own loss terms.
+
+        An encoder with an auxiliary task (e.g. ``rgb_resnet18``'s 2D keypoints) returns its
+        weighted terms by name, computed on the ``labeled`` (B,) samples only; by default none.
+        """
+        return self(batch[self.input_key]), {}
 
     @classmethod
     def example_input(cls, batch_size: int, generator: torch.Generator | None = None, **options: object) -> Tensor:

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alignment.gaussian import DiagonalGaussian
+from crossmodal.data.joints import NUM_JOINTS
 from crossmodal.errors import ConfigError
 from crossmodal.registry import ENCODERS
-from encoders.base import Encoder
+from encoders.base import Encoder, check_positive
 
 # torchvision's ImageNet normalisation; pretrained weights expect inputs normalised this way.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -79,74 +82,50 @@ class ResNet18Trunk(nn.Module):
         return nn.Sequential(BasicBlock(in_channels, channels, stride), BasicBlock(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+        return self.stages(x)[2]
+
+    def stages(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(layer1 map at stride 4, layer2 map at stride 8, pooled features (B, 512))."""
+        c1 = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        c2 = self.layer2(c1)
+        return c1, c2, torch.flatten(self.avgpool(self.layer4(self.layer3(c2))), 1)
 
 
-def _reason(exc: Exception) -> str:
-    """A one-line reason for a failed torch.load (its messages run over many lines)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours parts of its messages
-    if "Weights only load failed" in text:
-        return "it holds Python objects besides tensors, which torch.load(weights_only=True) refuses"
-    return (text.splitlines() or [type(exc).__name__])[0]
+class KeypointStage(nn.Module):
+    """2D keypoints from the trunk's early maps: heatmaps at stride 4, soft-argmax to crop pixels.
 
-
-def _describe(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def read_trunk_state_dict(path: str | os.PathLike, trunk: nn.Module, who: str = "rgb_resnet18 encoder") -> dict[str, Tensor]:
-    """Read a torchvision-style resnet18 checkpoint and check it against ``trunk``.
-
-    Accepts a raw state dict or ``{"state_dict": ...}`` (a ``module.`` prefix from
-    DataParallel is stripped); ``fc.*`` is ignored. Files saved before BatchNorm had
-    ``num_batches_tracked`` are accepted (the counters keep the trunk's values).
-    Raises a one-line ``ConfigError`` naming the file when it is missing, unreadable,
-    or has missing/unexpected keys or mismatching shapes.
+    Global pooling leaves a from-scratch trunk to discover where the fingers are through its
+    channels, which it does slowly (the stall of issue 12). Lifting the ground-truth 2D keypoints
+    of the synthetic hands to 3D with an MLP reaches 12.4 mm test EPE (benchmarks/results/
+    learning.md), so the 2D layout carries most of the pose: this stage locates it with dense,
+    translation-equivariant convolutions and a loss from the 2D labels that every frame has, and
+    hands the coordinates to the latent heads. Soft-argmax (integral regression) is sub-cell
+    accurate and differentiable, so the pose loss trains the stage too.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{who}: pretrained_path {str(path)!r} does not exist or is not a file")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and weights-only errors all mean "not a usable checkpoint"
-        raise ConfigError(f"{who}: cannot read pretrained_path {str(path)!r} as a torch state dict: {_reason(exc)}") from exc
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
-        raise ConfigError(
-            f"{who}: pretrained_path {str(path)!r} holds no state dict (expected a dict of tensors or {{'state_dict': ...}})"
-        )
-    state = dict(loaded)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
 
-    expected = trunk.state_dict()
-    for key, value in expected.items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = value.clone()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong_shape = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_describe(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_describe(unexpected)}")
-    if wrong_shape:
-        problems.append(f"wrong shapes: {_describe(wrong_shape)}")
-    if problems:
-        raise ConfigError(
-            f"{who}: pretrained_path {str(path)!r} does not match torchvision's resnet18; " + "; ".join(problems)
+    def __init__(self, c1: int = 64, c2: int = 128, width: int = 64) -> None:
+        super().__init__()
+        self.lateral1 = nn.Conv2d(c1, width, 1)
+        self.lateral2 = nn.Conv2d(c2, width, 1)
+        self.head = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, NUM_JOINTS, 1),
         )
-    return state
+
+    def forward(self, c1: Tensor, c2: Tensor, crop_size: int) -> Tensor:
+        """(B, 21, 2) keypoints (u, v) in crop pixels."""
+        up = F.interpolate(self.lateral2(c2), size=c1.shape[-2:], mode="bilinear", align_corners=False)
+        return soft_argmax(self.head(self.lateral1(c1) + up), crop_size)
+
+
+def soft_argmax(maps: Tensor, crop_size: int) -> Tensor:
+    """(B, J, h, w) heatmap logits over a ``crop_size`` crop -> (B, J, 2) expected (u, v) in crop pixels."""
+    b, j, h, w = maps.shape
+    prob = maps.flatten(2).float().softmax(-1).view(b, j, h, w)
+    # Cell i covers crop pixels [i * stride, (i + 1) * stride): its centre is (i + 0.5) * stride - 0.5.
+    u = (torch.arange(w, device=maps.device, dtype=prob.dtype) + 0.5) * (crop_size / w) - 0.5
+    v = (torch.arange(h, device=maps.device, dtype=prob.dtype) + 0.5) * (crop_size / h) - 0.5
+    return torch.stack([(prob.sum(2) * u).sum(-1), (prob.sum(3) * v).sum(-1)], dim=-1)
 
 
 @ENCODERS.register("rgb_resnet18")
@@ -160,18 +139,33 @@ class RGBResNet18Encoder(Encoder):
         latent_dim: size of z (64 in the paper).
         pretrained_path: optional local torchvision resnet18 checkpoint (e.g. ImageNet
             weights) loaded into ``self.trunk``; ``None`` trains from scratch.
+        keypoints: add the 2D keypoint stage (``KeypointStage``): its 21 crop-pixel
+            keypoints join the pooled features under the heads, and training adds the
+            term ``image/keypoints2d`` (L1 on crop coordinates scaled to [-1, 1], summed
+            over joints, on labelled samples). Not in the paper; the CPU profile uses it.
+        keypoint_weight: weight of that term.
     """
 
     input_key = "image"
     input_shape = ("B", 3, "H", "W")
 
-    def __init__(self, latent_dim: int = 64, pretrained_path: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        pretrained_path: str | os.PathLike | None = None,
+        keypoints: bool = False,
+        keypoint_weight: float = 10.0,
+    ) -> None:
         super().__init__(latent_dim)
         self.trunk = ResNet18Trunk()
         # Not persistent: they are constants of the architecture, not learned state.
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.build_heads(ResNet18Trunk.out_channels)
+        self.keypoint_stage = KeypointStage() if keypoints else None
+        if keypoints:
+            check_positive(keypoint_weight, "keypoint_weight", self.who())
+        self.keypoint_weight = float(keypoint_weight)
+        self.build_heads(ResNet18Trunk.out_channels + (2 * NUM_JOINTS if keypoints else 0))
         self.pretrained_path = None if pretrained_path in (None, "") else str(pretrained_path)
         if self.pretrained_path is not None:
             self.load_pretrained(self.pretrained_path)
@@ -181,7 +175,28 @@ class RGBResNet18Encoder(Encoder):
         self.trunk.load_state_dict(read_trunk_state_dict(path, self.trunk, self.who()), strict=True)
 
     def compute_features(self, x: Tensor) -> Tensor:
-        return self.trunk((x - self.pixel_mean) / self.pixel_std)
+        return self._features_and_keypoints(x)[0]
+
+    def _features_and_keypoints(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        c1, c2, pooled = self.trunk.stages((x - self.pixel_mean) / self.pixel_std)
+        if self.keypoint_stage is None:
+            return pooled, None
+        uv = self.keypoint_stage(c1, c2, x.shape[-1])
+        half = x.shape[-1] / 2.0
+        return torch.cat([pooled, ((uv - half) / half).flatten(1).to(pooled.dtype)], dim=1), uv
+
+    def encode(self, batch: Mapping[str, Tensor], labeled: Tensor) -> tuple[DiagonalGaussian, dict[str, Tensor]]:
+        x = batch[self.input_key]
+        self.check_input(x)
+        features, uv = self._features_and_keypoints(x)
+        q = DiagonalGaussian(self.mu_head(features), self.logvar_head(features))
+        if uv is None or "uv" not in batch:
+            return q, {}
+        if not bool(labeled.any()):
+            return q, {"keypoints2d": uv.sum() * 0.0}
+        half = x.shape[-1] / 2.0
+        error = ((uv[labeled] - batch["uv"][labeled].to(uv.dtype)) / half).abs().sum(dim=(1, 2))
+        return q, {"keypoints2d": self.keypoint_weight * error.mean()}
 
     @classmethod
     def example_input(

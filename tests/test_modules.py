@@ -178,6 +178,40 @@ def test_shape_error_messages_read_as_documented():
     assert str(info.value) == "pose_mlp decoder: expected latent z of shape (B, 64), got (2, 32)"
 
 
+def test_soft_argmax_equals_its_naive_twin():
+    from encoders.rgb_resnet18 import soft_argmax
+
+    maps = torch.randn(2, 21, 16, 16, generator=generator(12)) * 3
+    uv = soft_argmax(maps, crop_size=64)
+    # Naive twin: expectation of every cell centre under the softmax, cell by cell.
+    prob = maps.flatten(2).softmax(-1).view(2, 21, 16, 16)
+    naive = torch.zeros(2, 21, 2)
+    for row in range(16):
+        for col in range(16):
+            centre = torch.tensor([(col + 0.5) * 4 - 0.5, (row + 0.5) * 4 - 0.5])
+            naive += prob[:, :, row, col, None] * centre
+    torch.testing.assert_close(uv, naive)
+    peaked = torch.zeros(1, 1, 16, 16)
+    peaked[0, 0, 2, 5] = 100.0
+    assert soft_argmax(peaked, 64)[0, 0].tolist() == pytest.approx([5.5 * 4 - 0.5, 2.5 * 4 - 0.5])
+
+
+def test_rgb_keypoints_option_adds_a_trained_2d_term():
+    encoder = ENCODERS.build("rgb_resnet18", keypoints=True).train()
+    images = encoder_input("rgb_resnet18", 3)
+    batch = {"image": images, "uv": torch.rand(3, 21, 2, generator=generator(3)) * 32}
+    labeled = torch.tensor([True, False, True])
+    q, aux = encoder.encode(batch, labeled)
+    assert q.mu.shape == (3, 64) and set(aux) == {"keypoints2d"} and aux["keypoints2d"] > 0
+    (aux["keypoints2d"] + q.mu.sum() + q.logvar.sum()).backward()
+    assert_every_parameter_trained(encoder)
+    # Inference is unchanged in form: forward gives q alone, from the image alone.
+    assert encoder.eval()(images).mu.shape == (3, 64)
+    # Without labels the term is a zero in the graph; without the option there is no term.
+    assert encoder.encode(batch, torch.zeros(3, dtype=torch.bool))[1]["keypoints2d"] == 0
+    assert ENCODERS.build("rgb_resnet18").encode(batch, labeled)[1] == {}
+
+
 def test_cloud_respel_is_permutation_invariant_and_equivariant():
     encoder = build("encoder", "cloud_respel", widths=(32, 64)).eval()
     cloud = encoder_input("cloud_respel", 2, num_points=50)
@@ -227,6 +261,17 @@ def test_decoder_shapes_follow_the_design():
     # "4 fully connected layers of 128": four hidden Linear layers of 128, then Linear to 63.
     linears = [m for m in DECODERS.build("pose_mlp").modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(64, 128), (128, 128), (128, 128), (128, 128), (128, 63)]
+
+
+def test_foldingnet_equals_its_naive_twin():
+    """The per-sample code term (computed once, broadcast) is the paper's concatenation."""
+    decoder = DECODERS.build("cloud_foldingnet", hidden=(32, 32))
+    z = torch.randn(3, 64, generator=generator(11))
+    code = z.unsqueeze(1).expand(3, decoder.num_points, 64)
+    grid = decoder.grid.unsqueeze(0).expand(3, -1, -1)
+    folded = decoder.fold1(torch.cat([code, grid], dim=-1))
+    naive = decoder.fold2(torch.cat([code, folded], dim=-1))
+    torch.testing.assert_close(decoder(z), naive)
 
 
 @pytest.mark.parametrize("name", DECODER_NAMES)

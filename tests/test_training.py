@@ -15,7 +15,7 @@ from crossmodal.config import load_config
 from crossmodal.module import CrossmodalModule, beta_at
 from crossmodal.train import build_datamodule, validation_curve
 
-STRATEGIES = ["crossmodal", "extended", "kl_align", "poe"]
+STRATEGIES = ["crossmodal", "extended", "kl_align", "poe", "regressor"]
 
 
 def first_batch(cfg, labeled: bool | None = None) -> dict[str, torch.Tensor]:
@@ -101,6 +101,39 @@ def test_masked_samples_get_no_gradient_through_batch_norm(tiny_data):
     expected = strategy.reconstruction(DiagonalGaussian(mu[labeled], q.logvar[labeled]), alone, "image",
                                        torch.ones(int(labeled.sum()), dtype=torch.bool))
     torch.testing.assert_close(terms["image/heatmaps"], expected["image/heatmaps"])
+
+
+def test_one_decode_for_several_latents_equals_separate_decodes(tiny_data):
+    """S3/S4 stack their latents into one decode per decoder; without batch norm in the decoders
+    that is exactly the separate calls, masks included."""
+    from alignment.gaussian import DiagonalGaussian
+
+    cfg, module = build(tiny_data, "model.strategy=poe", "model.decoders=[pose_mlp,cloud_foldingnet]")
+    strategy = module.strategy.train()
+    batch = first_batch(cfg)
+    n = len(batch["labeled"])
+    batch["labeled"] = torch.arange(n) % 3 != 0
+    batch["has_cloud"] = torch.arange(n) % 2 == 0
+    torch.manual_seed(1)
+    qs = [(name, DiagonalGaussian(torch.randn(n, cfg.model.latent_dim), torch.full((n, cfg.model.latent_dim), -30.0)), mask)
+          for name, mask in (("image", torch.ones(n, dtype=torch.bool)), ("cloud", batch["has_cloud"]), ("joint", torch.ones(n, dtype=torch.bool)))]
+    together = strategy.reconstructions(qs, batch)
+    apart = {}
+    for name, q, mask in qs:
+        apart.update(strategy.reconstruction(q, batch, name, mask))
+    assert together.keys() == apart.keys()
+    for key in apart:
+        torch.testing.assert_close(together[key], apart[key], rtol=1e-4, atol=1e-5)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from crossmodal.module import cosine_with_warmup
+
+    factor = cosine_with_warmup(100, 0.1)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0) and factor(55) == pytest.approx(0.5)
+    assert factor(100) == pytest.approx(0.0)
+    assert all(factor(i) >= factor(i + 1) for i in range(10, 100))
 
 
 def test_beta_schedule_log_linear():

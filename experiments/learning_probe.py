@@ -1,0 +1,234 @@
+"""Fast probe of what lets the RGB encoder learn: a plain deterministic regressor on cached crops.
+
+The sanity anchor of the learning study (benchmarks/results/learning.md): ResNet-18 straight to
+the 63 pose numbers, trained outside Lightning on the whole cache held in memory, so that a
+question about the encoder (pooling, stem, loss scale, schedule, frames) costs minutes. Same
+cache, same augmentation (crossmodal.data.augment) and the same evaluation protocol
+(crossmodal.metrics) as the framework.
+
+    python experiments/learning_probe.py --cache data/cache/synthetic_training_<hash>.h5 \
+        --test data/cache/synthetic_evaluation_<hash>.h5 --steps 1000 [--head flatten] ...
+
+Prints validation EPE against wall time and, at the end, train / val / test EPE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+
+torch.set_num_threads(int(__import__("os").environ.get("PROBE_THREADS", "1")))
+import torch.nn.functional as F
+from torch import nn
+
+from crossmodal.config import AugmentConfig
+from crossmodal.data.augment import augment_batch
+from crossmodal.data.cache import CacheReader
+from crossmodal.data.heatmaps import make_heatmaps
+from crossmodal.metrics import KeypointMetrics
+from encoders.rgb_resnet18 import IMAGENET_MEAN, IMAGENET_STD, ResNet18Trunk
+
+
+def load(path: str, rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    reader = CacheReader(path)
+    rows = np.arange(len(reader)) if rows is None else rows
+    samples = [reader[int(i)] for i in rows]
+    out = {
+        "image": torch.from_numpy(np.stack([s["image"] for s in samples])).permute(0, 3, 1, 2).contiguous(),
+        "pose": torch.from_numpy(np.stack([s["pose"] for s in samples])).float(),
+        "uv": torch.from_numpy(np.stack([s["uv"] for s in samples])).float(),
+        "visible": torch.from_numpy(np.stack([s["visible"] for s in samples])),
+        "K": torch.from_numpy(np.stack([s["K_crop"] for s in samples])).float(),
+        "scale": torch.tensor([float(s["scale"]) for s in samples]),
+        "side": torch.tensor([float(s["hand_side"]) for s in samples]),
+    }
+    reader.close()
+    return out
+
+
+class Regressor(nn.Module):
+    def __init__(self, head: str, crop: int, maxpool: bool, heat: bool, keypoints: bool = False, side: bool = False) -> None:
+        super().__init__()
+        self.side = side
+        # 2D keypoint stage: heatmaps at layer1's resolution from layer1 + upsampled layer2,
+        # soft-argmax to crop coordinates, which join the pooled features.
+        self.keypoints = keypoints
+        if keypoints:
+            self.kp_lateral = nn.Conv2d(128, 64, 1)
+            self.kp_head = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.Conv2d(64, 21, 1))
+        self.trunk = ResNet18Trunk()
+        if not maxpool:
+            self.trunk.maxpool = nn.Identity()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        side = crop // (16 if maxpool else 8) // 2
+        self.head = head
+        feat = (512 * side * side if head == "flatten" else 512) + (42 if keypoints else 0) + (1 if side else 0)
+        self.fc = nn.Sequential(nn.Linear(feat, 64), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
+                                nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 63))
+        self.heat = nn.Conv2d(128, 21, 1) if heat else None
+
+    def forward(self, image: torch.Tensor, side: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        t = self.trunk
+        x = (image - self.mean) / self.std
+        x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
+        x1 = t.layer1(x)
+        x = t.layer2(x1)
+        heat = self.heat(x) if self.heat is not None else None
+        coords = None
+        if self.keypoints:
+            up = F.interpolate(self.kp_lateral(x), size=x1.shape[-2:], mode="bilinear", align_corners=False)
+            maps = self.kp_head(x1 + up)  # (B, 21, h, w)
+            b, j, h, w = maps.shape
+            prob = maps.flatten(2).float().softmax(-1).view(b, j, h, w)
+            # Soft-argmax in crop pixels (cell centres at (i + 0.5) * stride - 0.5).
+            stride = image.shape[-1] / w
+            axis = (torch.arange(w, device=image.device, dtype=prob.dtype) + 0.5) * stride - 0.5
+            coords = torch.stack([(prob.sum(2) * axis).sum(-1), (prob.sum(3) * axis).sum(-1)], -1)  # (B, 21, 2) u, v
+        x = t.layer4(t.layer3(x))
+        x = x.flatten(1) if self.head == "flatten" else x.mean((2, 3))
+        if coords is not None:
+            x = torch.cat([x, (coords.flatten(1) - image.shape[-1] / 2) / (image.shape[-1] / 2)], 1)
+            heat = coords
+        if self.side:
+            x = torch.cat([x, side.view(-1, 1).to(x.dtype)], 1)
+        return self.fc(x).view(-1, 21, 3), heat
+
+
+@torch.no_grad()
+def epe(model: nn.Module, data: dict[str, torch.Tensor], batch: int = 200) -> float:
+    model.eval()
+    metric = KeypointMetrics()
+    px = []
+    for i in range(0, len(data["pose"]), batch):
+        pred, aux = model(data["image"][i : i + batch].float() / 255, data["side"][i : i + batch])
+        metric.update(pred, data["pose"][i : i + batch], data["scale"][i : i + batch], data["visible"][i : i + batch])
+        if aux is not None and aux.shape[-1] == 2:
+            px.append((aux - data["uv"][i : i + batch]).norm(dim=-1).mean().item())
+    model.train()
+    if px:
+        print(f"  2D keypoint error {sum(px) / len(px):.2f} px", flush=True)
+    return float(metric.compute()["epe_mean"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--cache", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--frames", type=int, default=2000, help="frames of the cache used (0: all); 1800-1999 validate")
+    p.add_argument("--steps", type=int, default=1000, help="budget in optimizer steps (wall time is noisy on a shared machine)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--schedule", default="const", choices=["const", "cosine"])
+    p.add_argument("--warmup", type=float, default=0.0, help="fraction of the budget")
+    p.add_argument("--head", default="gap", choices=["gap", "flatten"])
+    p.add_argument("--no-maxpool", action="store_true")
+    p.add_argument("--heat", type=float, default=0.0, help="weight of an auxiliary 2D heatmap loss on layer2")
+    p.add_argument("--kp", type=float, default=0.0, help="weight of the 2D keypoint stage's L1 loss (crop-normalised)")
+    p.add_argument("--side", action="store_true", help="the hand side joins the features")
+    p.add_argument("--loss", default="l2sum", choices=["l2sum", "l1", "l2mean"])
+    p.add_argument("--rotate", type=float, default=0.5)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--out", default="")
+    a = p.parse_args()
+    torch.manual_seed(a.seed)
+
+    reader = CacheReader(a.cache)
+    n = a.frames or len(reader)
+    reader.close()
+    # Validation is always frames 1800-1999 (the default run's held-out part), whatever n.
+    full = load(a.cache, np.arange(0, n))
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[1800:2000] = False
+    train = {k: v[keep] for k, v in full.items()}
+    val = {k: v[~keep] for k, v in full.items()}
+    test = load(a.test)
+    crop = train["image"].shape[-1]
+    model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0, a.side)
+    if a.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr)
+    aug = AugmentConfig(enabled=not a.no_augment, rotate=a.rotate)
+    heat_size = crop // (8 if not a.no_maxpool else 4)  # layer2 runs at stride 8 (4 without the max-pool)
+
+    start = time.perf_counter()
+    curve, step, seen = [], 0, 0
+    every = max(1, a.steps // 12)
+    g = torch.Generator().manual_seed(a.seed)
+    order = torch.randperm(len(train["pose"]), generator=g)
+    pos = 0
+    while True:
+        elapsed = time.perf_counter() - start
+        if step % every == 0 or step == a.steps:
+            v = epe(model, val)
+            curve.append((round(elapsed, 1), step, round(v, 2)))
+            print(f"t={elapsed:6.0f}s step={step:5d} val EPE {v:6.2f} mm", flush=True)
+        if step >= a.steps:
+            break
+        frac = step / a.steps
+        lr = a.lr
+        if a.warmup and frac < a.warmup:
+            lr = a.lr * frac / a.warmup
+        elif a.schedule == "cosine":
+            f = (frac - a.warmup) / (1 - a.warmup)
+            lr = a.lr * 0.5 * (1 + math.cos(math.pi * f))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        if pos + a.batch > len(order):
+            order, pos = torch.randperm(len(train["pose"]), generator=g), 0
+        idx = order[pos : pos + a.batch]
+        pos += a.batch
+        batch = {k: v[idx] for k, v in train.items()}
+        batch["image"] = batch["image"].float() / 255
+        batch = augment_batch(batch, aug)
+        image = batch["image"]
+        if a.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            pred, heat = model(image, batch["side"])
+        pred = pred.float()
+        diff = pred - batch["pose"]
+        if a.loss == "l2sum":
+            loss = diff.square().sum((1, 2)).mean()
+        elif a.loss == "l2mean":
+            loss = diff.square().mean()
+        else:
+            loss = diff.abs().sum((1, 2)).mean()
+        if a.kp > 0:
+            loss = loss + a.kp * ((heat.float() - batch["uv"]) / (crop / 2)).abs().sum((1, 2)).mean()
+        elif heat is not None:
+            target = make_heatmaps(batch["uv"], batch["visible"], crop, heat_size, 1.0)
+            loss = loss + a.heat * (heat.float() - target).square().sum((2, 3)).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        step += 1
+        seen += a.batch
+    wall = time.perf_counter() - start
+    result = {
+        "args": vars(a),
+        "steps": step,
+        "samples_per_s": round(seen / wall, 1),
+        "train_epe": round(epe(model, {k: v[:400] for k, v in train.items()}), 2),
+        "val_epe": curve[-1][2],
+        "best_val": min(c[2] for c in curve),
+        "test_epe": round(epe(model, test), 2),
+        "curve": curve,
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "curve"}))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
