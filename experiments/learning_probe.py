@@ -59,16 +59,16 @@ class Regressor(nn.Module):
         # soft-argmax to crop coordinates, which join the pooled features.
         self.keypoints = keypoints
         if keypoints:
-            self.kp_lateral = nn.Conv2d(128, 64, 1)
+            self.kp_laterals = nn.ModuleList([nn.Conv2d(c, 64, 1) for c in (64, 128, 256, 512)])
             self.kp_head = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.Conv2d(64, 21, 1))
         self.trunk = ResNet18Trunk()
         if not maxpool:
             self.trunk.maxpool = nn.Identity()
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        side = crop // (16 if maxpool else 8) // 2
+        cells = crop // (16 if maxpool else 8) // 2
         self.head = head
-        feat = (512 * side * side if head == "flatten" else 512) + (42 if keypoints else 0) + (1 if side else 0)
+        feat = (512 * cells * cells if head == "flatten" else 512) + (42 if keypoints else 0) + (1 if side else 0)
         self.fc = nn.Sequential(nn.Linear(feat, 64), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
                                 nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 63))
         self.heat = nn.Conv2d(128, 21, 1) if heat else None
@@ -80,17 +80,22 @@ class Regressor(nn.Module):
         x1 = t.layer1(x)
         x = t.layer2(x1)
         heat = self.heat(x) if self.heat is not None else None
+        x3 = t.layer3(x)
+        x4 = t.layer4(x3)
         coords = None
+        self.maps = None
         if self.keypoints:
-            up = F.interpolate(self.kp_lateral(x), size=x1.shape[-2:], mode="bilinear", align_corners=False)
-            maps = self.kp_head(x1 + up)  # (B, 21, h, w)
+            fused = sum(F.interpolate(lat(c), size=x1.shape[-2:], mode="bilinear", align_corners=False) if c is not x1 else lat(c)
+                        for lat, c in zip(self.kp_laterals, (x1, x, x3, x4)))
+            maps = self.kp_head(fused)  # (B, 21, h, w)
+            self.maps = maps
             b, j, h, w = maps.shape
             prob = maps.flatten(2).float().softmax(-1).view(b, j, h, w)
             # Soft-argmax in crop pixels (cell centres at (i + 0.5) * stride - 0.5).
             stride = image.shape[-1] / w
             axis = (torch.arange(w, device=image.device, dtype=prob.dtype) + 0.5) * stride - 0.5
             coords = torch.stack([(prob.sum(2) * axis).sum(-1), (prob.sum(3) * axis).sum(-1)], -1)  # (B, 21, 2) u, v
-        x = t.layer4(t.layer3(x))
+        x = x4
         x = x.flatten(1) if self.head == "flatten" else x.mean((2, 3))
         if coords is not None:
             x = torch.cat([x, (coords.flatten(1) - image.shape[-1] / 2) / (image.shape[-1] / 2)], 1)
@@ -130,6 +135,7 @@ def main() -> None:
     p.add_argument("--no-maxpool", action="store_true")
     p.add_argument("--heat", type=float, default=0.0, help="weight of an auxiliary 2D heatmap loss on layer2")
     p.add_argument("--kp", type=float, default=0.0, help="weight of the 2D keypoint stage's L1 loss (crop-normalised)")
+    p.add_argument("--kpce", type=float, default=0.0, help="weight of a cross-entropy between the keypoint maps' softmax and Gaussian targets")
     p.add_argument("--side", action="store_true", help="the hand side joins the features")
     p.add_argument("--loss", default="l2sum", choices=["l2sum", "l1", "l2mean"])
     p.add_argument("--rotate", type=float, default=0.5)
@@ -152,7 +158,7 @@ def main() -> None:
     val = {k: v[~keep] for k, v in full.items()}
     test = load(a.test)
     crop = train["image"].shape[-1]
-    model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0, a.side)
+    model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0 or a.kpce > 0, a.side)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
@@ -204,7 +210,12 @@ def main() -> None:
             loss = diff.abs().sum((1, 2)).mean()
         if a.kp > 0:
             loss = loss + a.kp * ((heat.float() - batch["uv"]) / (crop / 2)).abs().sum((1, 2)).mean()
-        elif heat is not None:
+        if a.kpce > 0:
+            maps = model.maps.float()
+            target = make_heatmaps(batch["uv"], torch.ones_like(batch["visible"]), crop, maps.shape[-1], 1.0)
+            target = target.flatten(2) / target.flatten(2).sum(-1, keepdim=True).clamp_min(1e-6)
+            loss = loss + a.kpce * -(target * maps.flatten(2).log_softmax(-1)).sum(-1).sum(-1).mean()
+        if a.heat > 0:
             target = make_heatmaps(batch["uv"], batch["visible"], crop, heat_size, 1.0)
             loss = loss + a.heat * (heat.float() - target).square().sum((2, 3)).sum(1).mean()
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,98 @@
+"""Rows and curves of the learning study (benchmarks/results/learning.md) from finished runs.
+
+For each run folder: test EPE (its metrics.json), validation EPE first / best / last, EPE on
+its own training frames (the first ``--train-frames`` of the training split, no augmentation,
+best checkpoint), the fit's wall time and training samples/s; then one plot of validation EPE
+against wall time with every run on it.
+
+    python benchmarks/learning_curves.py "S4 after=runs/poe-..." "S1 after=runs/crossmodal-..." \
+        --plot benchmarks/results/learning_curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from crossmodal.metrics import KeypointMetrics
+from crossmodal.train import build_datamodule, load_trained_module
+
+
+def validation_log(run_dir: Path) -> list[tuple[int, int, float, float]]:
+    """(epoch, step, elapsed seconds, val EPE) after each validation, resumed parts included."""
+    rows: dict[int, tuple[int, int, float, float]] = {}
+    for path in sorted((run_dir / "csv").glob("metrics*.csv")):
+        with path.open() as f:
+            for r in csv.DictReader(f):
+                if r.get("val/epe_mean") and r.get("val/elapsed_s"):
+                    e = int(r["epoch"])
+                    rows[e] = (e, int(r["step"]), float(r["val/elapsed_s"]), float(r["val/epe_mean"]))
+    return [rows[e] for e in sorted(rows)]
+
+
+@torch.no_grad()
+def training_set_epe(run_dir: Path, frames: int) -> float:
+    module = load_trained_module(run_dir / "checkpoints" / "best.ckpt").eval()
+    cfg = module.cfg
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    train = datamodule.datasets["train"]
+    metric = KeypointMetrics(palm_is_joint0=cfg.data.dataset == "stb")
+    rows = list(range(min(frames, len(train))))
+    for start in range(0, len(rows), 100):
+        samples = [train[i] for i in rows[start : start + 100]]
+        batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "pose", "scale", "visible")}
+        pred = module.strategy.predict(batch["image"])["pose"]
+        metric.update(pred, batch["pose"], batch["scale"], batch["visible"])
+    return float(metric.compute()["epe_mean"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
+    parser.add_argument("--train-frames", type=int, default=400)
+    parser.add_argument("--plot", default="")
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    curves = {}
+    print("| run | test EPE | val EPE first / best / last | train EPE | fit wall time | samples/s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for item in args.runs:
+        label, _, folder = item.partition("=")
+        run_dir = Path(folder)
+        log = validation_log(run_dir)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        config = load_trained_module(run_dir / "checkpoints" / "best.ckpt").cfg
+        _, steps, elapsed, _ = log[-1]
+        vals = [v for *_, v in log]
+        train_epe = training_set_epe(run_dir, args.train_frames)
+        rate = steps * config.data.batch_size / elapsed
+        print(f"| {label} | {metrics['epe_mean']:.2f} | {vals[0]:.1f} / {min(vals):.1f} / {vals[-1]:.1f} | "
+              f"{train_epe:.2f} | {elapsed / 60:.1f} min | {rate:.1f} |", flush=True)
+        curves[label] = log
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label, log in curves.items():
+            t = np.array([e for _, _, e, _ in log]) / 60
+            ax.plot(t, [v for *_, v in log], marker="o", ms=3, label=label)
+        ax.set_xlabel("wall time of the fit (min, 2 CPU cores)")
+        ax.set_ylabel("validation EPE (mm)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
