@@ -8,6 +8,7 @@ optimiser and learning-rate schedule, and the non-finite-loss guard.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,9 @@ class CrossmodalModule(L.LightningModule):
         # RGB only: nothing but the image reaches the model at test time.
         return self.strategy.predict(batch["image"])
 
+    def on_fit_start(self) -> None:
+        self.fit_started = time.perf_counter()
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self._predict_pose(batch)
         self.val_metrics.update(out["pose"], batch["pose"], batch["scale"], batch["visible"])
@@ -106,6 +110,9 @@ class CrossmodalModule(L.LightningModule):
         self.log("val/epe_median", result["epe_median"])
         self.log("val/auc_20_50", result["auc_20_50"])
         self.log("val/auc_0_50", result["auc_0_50"])
+        if hasattr(self, "fit_started"):
+            # Seconds since this (possibly resumed) fit started: validation EPE against wall time.
+            self.log("val/elapsed_s", time.perf_counter() - self.fit_started)
         self.val_metrics.reset()
         if not self.trainer.sanity_checking:
             # Stepped here rather than by Lightning after the epoch, so that the checkpoint

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alignment.gaussian import DiagonalGaussian
+from crossmodal.data.heatmaps import make_heatmaps
 from crossmodal.data.joints import NUM_JOINTS
 from crossmodal.errors import ConfigError
 from crossmodal.registry import ENCODERS
@@ -82,40 +83,59 @@ class ResNet18Trunk(nn.Module):
         return nn.Sequential(BasicBlock(in_channels, channels, stride), BasicBlock(channels, channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.stages(x)[2]
+        return torch.flatten(self.avgpool(self.stages(x)[-1]), 1)
 
-    def stages(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(layer1 map at stride 4, layer2 map at stride 8, pooled features (B, 512))."""
-        c1 = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
-        c2 = self.layer2(c1)
-        return c1, c2, torch.flatten(self.avgpool(self.layer4(self.layer3(c2))), 1)
+    def stages(self, x: Tensor) -> list[Tensor]:
+        """The maps after layer1..layer4 (strides 4, 8, 16, 32)."""
+        maps = [self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))]
+        for layer in (self.layer2, self.layer3, self.layer4):
+            maps.append(layer(maps[-1]))
+        return maps
 
 
 class KeypointStage(nn.Module):
-    """2D keypoints from the trunk's early maps: heatmaps at stride 4, soft-argmax to crop pixels.
+    """2D keypoints from every trunk stage: heatmaps at stride 4, soft-argmax to crop pixels.
 
     Global pooling leaves a from-scratch trunk to discover where the fingers are through its
     channels, which it does slowly (the stall of issue 12). Lifting the ground-truth 2D keypoints
     of the synthetic hands to 3D with an MLP reaches 12.4 mm test EPE (benchmarks/results/
     learning.md), so the 2D layout carries most of the pose: this stage locates it with dense,
     translation-equivariant convolutions and a loss from the 2D labels that every frame has, and
-    hands the coordinates to the latent heads. Soft-argmax (integral regression) is sub-cell
-    accurate and differentiable, so the pose loss trains the stage too.
+    hands the coordinates to the latent heads. The four stages are summed at layer1's resolution
+    (a light feature pyramid): telling the index tip from the middle tip needs layer3-4's view of
+    the whole hand, placing it precisely needs layer1's. Soft-argmax (integral regression) is
+    sub-cell accurate and differentiable, so the pose loss trains the stage too.
     """
 
-    def __init__(self, c1: int = 64, c2: int = 128, width: int = 64) -> None:
+    def __init__(self, channels: tuple[int, ...] = (64, 128, 256, 512), width: int = 64) -> None:
         super().__init__()
-        self.lateral1 = nn.Conv2d(c1, width, 1)
-        self.lateral2 = nn.Conv2d(c2, width, 1)
+        self.laterals = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
         self.head = nn.Sequential(
             nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
             nn.Conv2d(width, NUM_JOINTS, 1),
         )
 
-    def forward(self, c1: Tensor, c2: Tensor, crop_size: int) -> Tensor:
-        """(B, 21, 2) keypoints (u, v) in crop pixels."""
-        up = F.interpolate(self.lateral2(c2), size=c1.shape[-2:], mode="bilinear", align_corners=False)
-        return soft_argmax(self.head(self.lateral1(c1) + up), crop_size)
+    def forward(self, maps: list[Tensor]) -> Tensor:
+        """(B, 21, h, w) heatmap logits at the resolution of ``maps[0]`` from the trunk's stage maps."""
+        size = maps[0].shape[-2:]
+        fused = self.laterals[0](maps[0])
+        for lateral, m in zip(self.laterals[1:], maps[1:]):
+            fused = fused + F.interpolate(lateral(m), size=size, mode="bilinear", align_corners=False)
+        return self.head(fused)
+
+
+def keypoint_loss(logits: Tensor, uv: Tensor, crop_size: int, ce_weight: float = 0.0) -> Tensor:
+    """Mean over samples of the L1 distance between soft-argmax and target keypoints (crop
+    coordinates scaled to [-1, 1], summed over joints and axes), plus ``ce_weight`` times the
+    cross-entropy between the maps' softmax and a one-cell Gaussian at each target."""
+    half = crop_size / 2.0
+    loss = ((soft_argmax(logits, crop_size) - uv) / half).abs().sum(dim=(1, 2)).mean()
+    if ce_weight > 0:
+        b, j, h, w = logits.shape
+        target = make_heatmaps(uv, torch.ones(uv.shape[:2], dtype=torch.bool, device=uv.device), crop_size, w, 1.0)
+        target = target.flatten(2) / target.flatten(2).sum(-1, keepdim=True).clamp_min(1e-12)
+        loss = loss + ce_weight * -(target * logits.float().flatten(2).log_softmax(-1)).sum(-1).sum(-1).mean()
+    return loss
 
 
 def soft_argmax(maps: Tensor, crop_size: int) -> Tensor:
@@ -144,6 +164,9 @@ class RGBResNet18Encoder(Encoder):
             term ``image/keypoints2d`` (L1 on crop coordinates scaled to [-1, 1], summed
             over joints, on labelled samples). Not in the paper; the CPU profile uses it.
         keypoint_weight: weight of that term.
+        keypoint_ce: inside that term, the weight of a cross-entropy between each keypoint
+            map's softmax and a Gaussian (one cell wide) at the target: a denser signal than
+            the L1 on the soft-argmax alone.
     """
 
     input_key = "image"
@@ -155,6 +178,7 @@ class RGBResNet18Encoder(Encoder):
         pretrained_path: str | os.PathLike | None = None,
         keypoints: bool = False,
         keypoint_weight: float = 10.0,
+        keypoint_ce: float = 0.0,
     ) -> None:
         super().__init__(latent_dim)
         self.trunk = ResNet18Trunk()
@@ -165,6 +189,7 @@ class RGBResNet18Encoder(Encoder):
         if keypoints:
             check_positive(keypoint_weight, "keypoint_weight", self.who())
         self.keypoint_weight = float(keypoint_weight)
+        self.keypoint_ce = float(keypoint_ce)
         self.build_heads(ResNet18Trunk.out_channels + (2 * NUM_JOINTS if keypoints else 0))
         self.pretrained_path = None if pretrained_path in (None, "") else str(pretrained_path)
         if self.pretrained_path is not None:
@@ -178,25 +203,27 @@ class RGBResNet18Encoder(Encoder):
         return self._features_and_keypoints(x)[0]
 
     def _features_and_keypoints(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        c1, c2, pooled = self.trunk.stages((x - self.pixel_mean) / self.pixel_std)
+        """Features under the heads, and the keypoint logits (B, 21, h, w) when the stage is on."""
+        maps = self.trunk.stages((x - self.pixel_mean) / self.pixel_std)
+        pooled = torch.flatten(self.trunk.avgpool(maps[-1]), 1)
         if self.keypoint_stage is None:
             return pooled, None
-        uv = self.keypoint_stage(c1, c2, x.shape[-1])
+        logits = self.keypoint_stage(maps)
         half = x.shape[-1] / 2.0
-        return torch.cat([pooled, ((uv - half) / half).flatten(1).to(pooled.dtype)], dim=1), uv
+        uv = soft_argmax(logits, x.shape[-1])
+        return torch.cat([pooled, ((uv - half) / half).flatten(1).to(pooled.dtype)], dim=1), logits
 
     def encode(self, batch: Mapping[str, Tensor], labeled: Tensor) -> tuple[DiagonalGaussian, dict[str, Tensor]]:
         x = batch[self.input_key]
         self.check_input(x)
-        features, uv = self._features_and_keypoints(x)
+        features, logits = self._features_and_keypoints(x)
         q = DiagonalGaussian(self.mu_head(features), self.logvar_head(features))
-        if uv is None or "uv" not in batch:
+        if logits is None or "uv" not in batch:
             return q, {}
         if not bool(labeled.any()):
-            return q, {"keypoints2d": uv.sum() * 0.0}
-        half = x.shape[-1] / 2.0
-        error = ((uv[labeled] - batch["uv"][labeled].to(uv.dtype)) / half).abs().sum(dim=(1, 2))
-        return q, {"keypoints2d": self.keypoint_weight * error.mean()}
+            return q, {"keypoints2d": logits.sum() * 0.0}
+        loss = keypoint_loss(logits[labeled], batch["uv"][labeled].to(logits.dtype), x.shape[-1], self.keypoint_ce)
+        return q, {"keypoints2d": self.keypoint_weight * loss}
 
     @classmethod
     def example_input(
