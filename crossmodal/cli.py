@@ -260,21 +260,27 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="checkpoint (e.g. runs/latest/checkpoints/best.ckpt)")
-    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript"), help="file format")
-    p.add_argument("--out", default=None, help="output file (default: beside the checkpoint, .onnx / .torchscript.pt)")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript", "safetensors"),
+                   help="file format; safetensors: the whole model's weights and config, no pickle, to share")
+    p.add_argument("--out", default=None,
+                   help="output file (default: beside the checkpoint, .onnx / .torchscript.pt / .safetensors)")
     cloud = p.add_mutually_exclusive_group()
     cloud.add_argument("--cloud", dest="cloud", action="store_true", default=None,
                        help="require the cloud output (an error when the model has no cloud decoder)")
     cloud.add_argument("--no-cloud", dest="cloud", action="store_false", help="export the pose output only")
 
 
-@command("export", "write the RGB -> (pose, cloud) inference graph as ONNX or TorchScript, checked against PyTorch")(_export_args)
+@command("export", "write the RGB -> (pose, cloud) inference graph as ONNX or TorchScript, or the model as "
+                   "safetensors, checked against PyTorch")(_export_args)
 def cmd_export(args: argparse.Namespace) -> int:
     from crossmodal.export import TOLERANCE, export_checkpoint
 
     result = export_checkpoint(args.ckpt, args.format, args.out, args.cloud)
     size = result.crop_size
-    print(f"wrote {result.path}: input image (B, 3, {size}, {size}) RGB crop in [0, 1] -> {', '.join(result.outputs)}")
+    if args.format == "safetensors":
+        print(f"wrote {result.path}: the model's weights and config, no pickle; use it as --ckpt")
+    else:
+        print(f"wrote {result.path}: input image (B, 3, {size}, {size}) RGB crop in [0, 1] -> {', '.join(result.outputs)}")
     if result.max_difference is None:
         print("note: onnxruntime is not installed; the export was not checked (pip install onnxruntime)")
     elif not result.matches:

@@ -1,6 +1,6 @@
 """Export the RGB-only inference graph: crop -> (3D pose, point cloud), for use without this package.
 
-    python -m crossmodal export --ckpt PATH [--format onnx|torchscript] [--out FILE] [--no-cloud]
+    python -m crossmodal export --ckpt PATH [--format onnx|torchscript|safetensors] [--out FILE] [--no-cloud]
 
 The graph is what ``strategy.predict`` computes at test time: the RGB encoder's mean head
 (z = mu of q(z|x)) followed by the pose decoder and, when the model has one, the cloud
@@ -13,6 +13,10 @@ ONNX goes through ``torch.onnx.export`` (the torch.export-based exporter, which 
 ``onnxscript``); the file carries that description in its metadata, and the export is
 checked against PyTorch with onnxruntime when it is installed. TorchScript is
 ``torch.jit.trace`` of the same module.
+
+safetensors is the form to share a model in: no graph and no pickle, the whole module's
+weights with the resolved config as JSON metadata (``crossmodal.checkpoints``). Every
+command that takes ``--ckpt`` reads it; the check reloads it with ``load_trained_module``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from crossmodal.data.joints import JOINT_NAMES
 from crossmodal.errors import ConfigError
 from crossmodal.predict import InferenceModel, load_model
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 #: onnxruntime vs PyTorch: the largest difference the export check accepts.
 TOLERANCE = 1e-4
 
@@ -46,6 +50,10 @@ class RGBInferenceGraph(nn.Module):
         self.encoder = strategy.encoders["image"]
         self.pose_decoder = strategy.decoders["pose"]
         self.cloud_decoder = strategy.decoders["cloud"] if with_cloud else None
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ("pose", "cloud") if self.cloud_decoder is not None else ("pose",)
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         # Only the mean head: the variance is not needed for inference (and not exported).
@@ -62,7 +70,7 @@ class ExportResult:
     crop_size: int  # the input is (B, 3, crop_size, crop_size)
     outputs: tuple[str, ...]
     max_difference: float | None  # |exported - PyTorch| on a check batch; None when not checked
-    checked_with: str | None  # "onnxruntime", "torch.jit.load", or None
+    checked_with: str | None  # "onnxruntime", "torch.jit.load", "load_trained_module", or None
 
     @property
     def matches(self) -> bool:
@@ -103,7 +111,7 @@ def graph_metadata(model: InferenceModel, outputs: tuple[str, ...]) -> dict[str,
 
 
 def default_path(ckpt: str | Path, fmt: str) -> Path:
-    """Next to the checkpoint: ``best.ckpt`` -> ``best.onnx`` / ``best.torchscript.pt``."""
+    """Next to the checkpoint: ``best.ckpt`` -> ``best.onnx`` / ``best.torchscript.pt`` / ``best.safetensors``."""
     ckpt = Path(ckpt)
     return ckpt.with_name(ckpt.stem + FORMATS[fmt])
 
@@ -119,10 +127,9 @@ def export_onnx(graph: RGBInferenceGraph, path: Path, crop_size: int, metadata: 
         raise ConfigError(f"--format onnx needs the {exc.name} package: pip install onnx onnxscript "
                           "(or the package's extra: pip install -e '.[export]')") from None
 
-    outputs = ("pose", "cloud") if graph.cloud_decoder is not None else ("pose",)
     with atomic_path(path, suffix=".onnx") as tmp, _quiet_exporter():
         program = torch.onnx.export(
-            graph, (example_batch(crop_size),), input_names=["image"], output_names=list(outputs),
+            graph, (example_batch(crop_size),), input_names=["image"], output_names=list(graph.outputs),
             dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True, verbose=False,
             external_data=False,
         )
@@ -131,7 +138,7 @@ def export_onnx(graph: RGBInferenceGraph, path: Path, crop_size: int, metadata: 
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save_model(proto, str(tmp))
-    return outputs
+    return graph.outputs
 
 
 @contextlib.contextmanager
@@ -153,13 +160,31 @@ def export_torchscript(graph: RGBInferenceGraph, path: Path, crop_size: int) -> 
     """Write a traced TorchScript module atomically; returns the output names."""
     from crossmodal.io import atomic_path
 
-    outputs = ("pose", "cloud") if graph.cloud_decoder is not None else ("pose",)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice
         traced = torch.jit.trace(graph, (example_batch(crop_size),), check_trace=False)
         with atomic_path(path, suffix=".pt") as tmp:
             torch.jit.save(traced, str(tmp))
-    return outputs
+    return graph.outputs
+
+
+def export_safetensors(model: InferenceModel, graph: RGBInferenceGraph, path: Path) -> tuple[str, ...]:
+    """Write the whole module's weights and its config; returns the outputs the check compares."""
+    from omegaconf import OmegaConf
+
+    from crossmodal.checkpoints import write_safetensors
+
+    # module.cfg, not the checkpoint's config: load_trained_module cleared the ImageNet
+    # pretrained_path in it, a file on the trainer's machine that the shared model does not need.
+    write_safetensors(path, OmegaConf.to_container(model.module.cfg, resolve=True), model.module.state_dict())
+    return graph.outputs
+
+
+def reloaded_graph(path: Path, graph: RGBInferenceGraph) -> RGBInferenceGraph:
+    """The same graph built from a safetensors file by ``load_trained_module``, as a user would load it."""
+    from crossmodal.train import load_trained_module
+
+    return RGBInferenceGraph(load_trained_module(path).strategy, graph.cloud_decoder is not None).eval()
 
 
 def run_onnx(path: str | Path, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -189,9 +214,12 @@ def check_export(graph: RGBInferenceGraph, path: Path, fmt: str, crop_size: int)
             return None, None
         out = run_onnx(path, images.numpy())
         return _max_difference(reference, [out[name] for name in ("pose", "cloud")[: len(reference)]]), "onnxruntime"
-    loaded = torch.jit.load(str(path))
+    if fmt == "torchscript":
+        loaded, checker = torch.jit.load(str(path)), "torch.jit.load"
+    else:
+        loaded, checker = reloaded_graph(path, graph), "load_trained_module"
     with torch.no_grad():
-        return _max_difference(reference, [t.numpy() for t in loaded(images)]), "torch.jit.load"
+        return _max_difference(reference, [t.numpy() for t in loaded(images)]), checker
 
 
 def export_checkpoint(ckpt: str | Path, fmt: str = "onnx", out: str | Path | None = None, cloud: bool | None = None) -> ExportResult:
@@ -203,8 +231,10 @@ def export_checkpoint(ckpt: str | Path, fmt: str = "onnx", out: str | Path | Non
     path = Path(out) if out else default_path(ckpt, fmt)
     size = model.crop_size
     if fmt == "onnx":
-        outputs = export_onnx(graph, path, size, graph_metadata(model, ("pose", "cloud")[: 1 + (graph.cloud_decoder is not None)]))
-    else:
+        outputs = export_onnx(graph, path, size, graph_metadata(model, graph.outputs))
+    elif fmt == "torchscript":
         outputs = export_torchscript(graph, path, size)
+    else:
+        outputs = export_safetensors(model, graph, path)
     difference, checker = check_export(graph, path, fmt, size)
     return ExportResult(path, size, outputs, difference, checker)

@@ -73,6 +73,8 @@ def validation_curve(run_dir: Path) -> list[float]:
 
 def resolve_resume(cfg: DictConfig) -> str | None:
     """``resume``: "" -> None; "true" -> this run's last checkpoint; else a checkpoint path."""
+    from crossmodal.checkpoints import is_safetensors
+
     value = str(cfg.resume).strip()
     if value.lower() in ("", "false", "none"):
         return None
@@ -80,28 +82,37 @@ def resolve_resume(cfg: DictConfig) -> str | None:
         path = run_directory(cfg) / "checkpoints" / "last.ckpt"
         if not path.is_file():
             raise ConfigError(f"resume=true: no checkpoint to resume at {path} (set name= to the run to resume)")
-        return str(path)
-    if not Path(value).is_file():
-        raise ConfigError(f"resume: checkpoint not found: {value}")
-    return value
+    else:
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(f"resume: checkpoint not found: {value}")
+    if is_safetensors(path):
+        raise ConfigError(f"resume: {path} is a shared safetensors model (weights and config, no optimizer or "
+                          "loop state); resume from a run's Lightning .ckpt, e.g. checkpoints/last.ckpt")
+    return str(path)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(stored config, whole checkpoint) of a checkpoint file, read once; a missing or foreign
-    file is a one-line error."""
-    import torch
+    """(stored config, whole checkpoint) of a Lightning checkpoint or a shared safetensors file,
+    read once and without running anything in it (``crossmodal.checkpoints``); a missing,
+    foreign or refused file is a one-line error."""
+    from crossmodal.checkpoints import is_safetensors, load_weights_only, read_safetensors
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
-    try:
-        return ckpt["hyper_parameters"]["config"], ckpt
-    except (KeyError, TypeError):
-        raise ConfigError(f"{path}: not a crossmodal checkpoint (no hyper_parameters.config)") from None
+    if is_safetensors(path):
+        config, state = read_safetensors(path)
+        ckpt: Any = {"state_dict": state}
+    else:
+        ckpt = load_weights_only(path)
+        try:
+            config = ckpt["hyper_parameters"]["config"]
+        except (KeyError, TypeError, IndexError):
+            raise ConfigError(f"{path}: not a crossmodal checkpoint (no hyper_parameters.config)") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: not a crossmodal checkpoint (its config is of type {type(config).__name__}, expected a mapping)")
+    return config, ckpt
 
 
 def load_checkpoint_config(path: str | Path) -> dict[str, Any]:
@@ -254,6 +265,7 @@ def train(cfg: DictConfig) -> RunResult:
     run_dir = run_directory(cfg)
     resume = resolve_resume(cfg)
     if resume is not None:
+        # Read safely here first: a crafted file is refused before Lightning opens it.
         check_compatible(load_checkpoint_config(resume), cfg, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
@@ -265,7 +277,7 @@ def train(cfg: DictConfig) -> RunResult:
             set_aside_csv_log(run_dir)
         save_config(cfg, run_dir / "config.yaml")
         point_latest(run_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     best = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
     is_zero = trainer.is_global_zero
     _leave_process_group()

@@ -23,13 +23,15 @@ Errors: construction checks what directory listings and the annotation pickle ca
 tell (folders, ids against PNG files); everything that needs a frame (PNG decoding,
 sizes, annotation array shapes) is checked when that frame is read. Every problem is
 a one-line ``DataError`` naming the file, id or key and what was expected.
+
+The annotation pickle is read with ``crossmodal.safe_pickle``: a file from a mirror is
+data, and one that names any global beyond numpy's array helpers is refused unloaded.
 """
 
 from __future__ import annotations
 
 import operator
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Optional, TypedDict
@@ -41,6 +43,7 @@ from crossmodal.data.codecs import decode_rhd_depth
 from crossmodal.data.joints import NUM_JOINTS
 from crossmodal.errors import ConfigError, DataError
 from crossmodal.registry import DATASETS
+from crossmodal.safe_pickle import RefusedGlobal, load_data_pickle
 
 #: Mask values of each hand's parts (inclusive ranges); 0 is background, 1 the rest of the person.
 LEFT_HAND_LABELS = (2, 17)
@@ -194,8 +197,12 @@ class RHDDataset:
             raise DataError(f"{self.NAME} annotation file not found: {self.anno_path} (expected {self.LAYOUT})")
         try:
             with open(self.anno_path, "rb") as f:
-                # latin1 lets Python 3 read the numpy arrays of RHD's Python 2 pickle.
-                data = pickle.load(f, encoding="latin1")
+                data = load_data_pickle(f)
+        except RefusedGlobal as exc:
+            raise DataError(
+                f"{self.NAME} annotation file {self.anno_path} refers to {exc.name}, which is not allowed: "
+                "only dicts, lists, numbers, strings and numpy arrays are loaded (a pickle can run code)"
+            ) from None
         except Exception as exc:  # a corrupt pickle can raise nearly anything
             raise DataError(
                 f"{self.NAME} annotation file {self.anno_path} is not a readable pickle ({one_line(exc)})"
