@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
+from crossmodal.config import Config
 from crossmodal.metrics import KeypointMetrics
 from crossmodal.train import build_datamodule, load_trained_module
 
@@ -38,7 +40,7 @@ def validation_log(run_dir: Path) -> list[tuple[int, int, float, float]]:
 @torch.no_grad()
 def training_set_epe(run_dir: Path, frames: int) -> float:
     module = load_trained_module(run_dir / "checkpoints" / "best.ckpt").eval()
-    cfg = module.cfg
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), module.cfg)
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     train = datamodule.datasets["train"]

@@ -300,10 +300,15 @@ def _leave_process_group() -> None:
 
 def evaluate_checkpoint(ckpt: str | Path, cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Test-split metrics of a checkpoint, on one device, with the report files."""
+    import torch
+
     check_compatible(load_checkpoint_config(ckpt), cfg, ckpt)
     model = load_trained_module(ckpt)
     eval_cfg = cfg.copy()
     eval_cfg.trainer.devices, eval_cfg.trainer.num_nodes, eval_cfg.trainer.strategy = "1", 1, "auto"
+    if _precision(eval_cfg).startswith("bf16") and not torch.cuda.is_available():
+        # The CPU profile trains under bf16 autocast for speed; the reported numbers are fp32.
+        eval_cfg.trainer.precision = "32-true"
     trainer = build_trainer(eval_cfg, run_dir, with_loggers=False)
     datamodule = build_datamodule(eval_cfg)
     trainer.test(model, datamodule=datamodule, verbose=False)

@@ -93,12 +93,77 @@ class ResNet18Trunk(nn.Module):
         return maps
 
 
+def _reason(exc: Exception) -> str:
+    """A one-line reason for a failed torch.load (its messages run over many lines)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours parts of its messages
+    if "Weights only load failed" in text:
+        return "it holds Python objects besides tensors, which torch.load(weights_only=True) refuses"
+    return (text.splitlines() or [type(exc).__name__])[0]
+
+
+def _describe(keys: list[str], limit: int = 4) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def read_trunk_state_dict(path: str | os.PathLike, trunk: nn.Module, who: str = "rgb_resnet18 encoder") -> dict[str, Tensor]:
+    """Read a torchvision-style resnet18 checkpoint and check it against ``trunk``.
+
+    Accepts a raw state dict or ``{"state_dict": ...}`` (a ``module.`` prefix from
+    DataParallel is stripped); ``fc.*`` is ignored. Files saved before BatchNorm had
+    ``num_batches_tracked`` are accepted (the counters keep the trunk's values).
+    Raises a one-line ``ConfigError`` naming the file when it is missing, unreadable,
+    or has missing/unexpected keys or mismatching shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{who}: pretrained_path {str(path)!r} does not exist or is not a file")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights-only errors all mean "not a usable checkpoint"
+        raise ConfigError(f"{who}: cannot read pretrained_path {str(path)!r} as a torch state dict: {_reason(exc)}") from exc
+    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise ConfigError(
+            f"{who}: pretrained_path {str(path)!r} holds no state dict (expected a dict of tensors or {{'state_dict': ...}})"
+        )
+    state = dict(loaded)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+    expected = trunk.state_dict()
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = value.clone()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_describe(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_describe(unexpected)}")
+    if wrong_shape:
+        problems.append(f"wrong shapes: {_describe(wrong_shape)}")
+    if problems:
+        raise ConfigError(
+            f"{who}: pretrained_path {str(path)!r} does not match torchvision's resnet18; " + "; ".join(problems)
+        )
+    return state
+
+
 class KeypointStage(nn.Module):
     """2D keypoints from every trunk stage: heatmaps at stride 4, soft-argmax to crop pixels.
 
     Global pooling leaves a from-scratch trunk to discover where the fingers are through its
     channels, which it does slowly (the stall of issue 12). Lifting the ground-truth 2D keypoints
-    of the synthetic hands to 3D with an MLP reaches 12.4 mm test EPE (benchmarks/results/
+    of the synthetic hands to 3D with an MLP reaches 16.3 mm test EPE, 12.4 with visibility (benchmarks/results/
     learning.md), so the 2D layout carries most of the pose: this stage locates it with dense,
     translation-equivariant convolutions and a loss from the 2D labels that every frame has, and
     hands the coordinates to the latent heads. The four stages are summed at layer1's resolution

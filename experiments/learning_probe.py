@@ -51,6 +51,19 @@ def load(path: str, rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     return out
 
 
+def mirror_left(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Left hands (side 0) mirrored into right hands: image flipped left-right, u -> S - 1 - u, x -> -x.
+    The protocol's EPE is unchanged when prediction and ground truth are mirrored alike."""
+    out = dict(data)
+    left = data["side"] == 0
+    size = data["image"].shape[-1]
+    out["image"] = torch.where(left.view(-1, 1, 1, 1), data["image"].flip(-1), data["image"])
+    flip_uv = torch.stack([size - 1 - data["uv"][..., 0], data["uv"][..., 1]], -1)
+    out["uv"] = torch.where(left.view(-1, 1, 1), flip_uv, data["uv"])
+    out["pose"] = torch.where(left.view(-1, 1, 1), data["pose"] * torch.tensor([-1.0, 1.0, 1.0]), data["pose"])
+    return out
+
+
 class Regressor(nn.Module):
     def __init__(self, head: str, crop: int, maxpool: bool, heat: bool, keypoints: bool = False, side: bool = False) -> None:
         super().__init__()
@@ -136,6 +149,7 @@ def main() -> None:
     p.add_argument("--heat", type=float, default=0.0, help="weight of an auxiliary 2D heatmap loss on layer2")
     p.add_argument("--kp", type=float, default=0.0, help="weight of the 2D keypoint stage's L1 loss (crop-normalised)")
     p.add_argument("--kpce", type=float, default=0.0, help="weight of a cross-entropy between the keypoint maps' softmax and Gaussian targets")
+    p.add_argument("--mirror", action="store_true", help="mirror left hands into right hands (train, val, test)")
     p.add_argument("--side", action="store_true", help="the hand side joins the features")
     p.add_argument("--loss", default="l2sum", choices=["l2sum", "l1", "l2mean"])
     p.add_argument("--rotate", type=float, default=0.5)
@@ -157,6 +171,8 @@ def main() -> None:
     train = {k: v[keep] for k, v in full.items()}
     val = {k: v[~keep] for k, v in full.items()}
     test = load(a.test)
+    if a.mirror:
+        train, val, test = mirror_left(train), mirror_left(val), mirror_left(test)
     crop = train["image"].shape[-1]
     model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0 or a.kpce > 0, a.side)
     if a.channels_last:

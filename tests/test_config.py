@@ -40,6 +40,8 @@ def test_override_converts_types():
         (["data.labeled_fraction=1.5"], "data.labeled_fraction must be in (0, 1]"),
         (["data.num_points=2048"], "data.num_points (2048) cannot exceed data.preprocess.pool_size (1024)"),
         (["batch_size"], "override 'batch_size' is not of the form key=value"),
+        (["optim.schedule=step"], "optim.schedule: unknown schedule 'step'; choices: plateau, cosine"),
+        (["optim.warmup_fraction=1"], "optim.warmup_fraction must be in [0, 1)"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(overrides, expected):
@@ -71,3 +73,16 @@ def test_saved_config_reloads_identically(tmp_path):
     again = load_config(str(out))
     assert OmegaConf.to_container(again) == OmegaConf.to_container(cfg)
     assert [p.name for p in out.parent.iterdir()] == ["config.yaml"]  # no temporary file left
+
+
+def test_cpu_profile_is_made_for_the_budget_and_gpu_profile_keeps_the_paper():
+    cpu = load_config(None, ["profile=cpu"])
+    assert cpu.model.encoder_options.rgb_resnet18.keypoints is True
+    assert cpu.optim.schedule == "cosine" and cpu.trainer.precision == "bf16-mixed"
+    # EMD pairs the decoder's points one to one with the drawn cloud: the two sizes agree.
+    assert cpu.model.decoder_options.cloud_foldingnet.grid_size ** 2 == cpu.data.num_points
+    # The DC-GAN decoder's output side (4 * 2**len(channels)) is the heatmaps' size.
+    assert 4 * 2 ** len(cpu.model.decoder_options.heatmap_dcgan.channels) == cpu.data.preprocess.heatmap_size
+    gpu = load_config(None, ["profile=gpu"])
+    assert gpu.optim.schedule == "plateau" and gpu.optim.lr == 1e-4
+    assert "rgb_resnet18" not in gpu.model.encoder_options and gpu.data.num_points == 256

@@ -173,6 +173,25 @@ def test_train_eval_and_resume_at_same_step(tiny_data, tmp_path, capsys):
     assert "EPE mean" in capsys.readouterr().out
 
 
+def test_cpu_profile_training_features_run_end_to_end(tiny_data, tmp_path, capsys):
+    """The CPU profile's keypoint stage, cosine schedule and bf16 autocast, at tiny size: training
+    logs the 2D term and wall time, the schedule ends at lr 0, and evaluation runs in fp32."""
+    import csv
+
+    common = [*tiny_data, f"out_dir={tmp_path}", "name=run", "model.strategy=poe", "trainer.max_epochs=2",
+              "model.encoder_options.rgb_resnet18.keypoints=true", "model.encoder_options.rgb_resnet18.keypoint_ce=1.0",
+              "optim.schedule=cosine", "optim.warmup_fraction=0.25", "trainer.precision=bf16-mixed"]
+    assert main(["train", *common]) == 0
+    assert "EPE mean" in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    assert any(r.get("train/image/keypoints2d") for r in rows)
+    elapsed = [float(r["val/elapsed_s"]) for r in rows if r.get("val/elapsed_s")]
+    assert len(elapsed) == 2 and 0 < elapsed[0] < elapsed[1]
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["lr_schedulers"][0]["last_epoch"] == 8  # stepped once per step, not per validation
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_nonfinite_loss_stops_with_step_term_and_checkpoint(tiny_data, tmp_path, capsys):
     code = main(["train", *tiny_data, f"out_dir={tmp_path}", "name=nan", "model.strategy=extended",
                  "model.lambda_heat=inf", "trainer.max_steps=3"])
@@ -185,7 +204,7 @@ def test_nonfinite_loss_stops_with_step_term_and_checkpoint(tiny_data, tmp_path,
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["model.strategy=s5"], "model.strategy: unknown strategy 's5'; registered strategies: crossmodal, extended, kl_align, poe"),
+        (["model.strategy=s5"], "model.strategy: unknown strategy 's5'; registered strategies: crossmodal, extended, kl_align, poe, regressor"),
         (["model.strategy=crossmodal", "model.decoders=[pose_mlp,heatmap_dcgan]"], "strategy 'crossmodal' cannot use decoder 'heatmap_dcgan'"),
         (["data.labeled_fraction=0"], "data.labeled_fraction must be in (0, 1], got 0"),
         (["data.labeled_fraction=1.01"], "data.labeled_fraction must be in (0, 1], got 1.01"),
