@@ -64,6 +64,7 @@ bench: $(STAMP)  ## speed benchmarks (data, kernels, training step); results go 
 	$(PY) benchmarks/data_pipeline.py
 	$(PY) benchmarks/kernels.py
 	$(PY) benchmarks/train_profile.py
+	$(PY) benchmarks/trainer_step.py
 
 clean:  ## remove generated data, caches and runs (keeps .venv)
 	rm -rf data runs .pytest_cache
