@@ -2,8 +2,11 @@
 
 For each run folder: test EPE (its metrics.json), validation EPE first / best / last, EPE on
 its own training frames (the first ``--train-frames`` of the training split, no augmentation,
-best checkpoint), the fit's wall time and training samples/s; then one plot of validation EPE
-against wall time with every run on it.
+best checkpoint), the fit's wall time and training samples/s, and two measures of collapse on
+the test split: the predictions' mean joint distance from the palm against the ground truth's
+(a pose averaged over the hand's roll shrinks), and the share of test frames whose prediction
+is closer to the ground truth mirrored in depth (z -> -z about the palm) than to the ground
+truth itself. Then one plot of validation EPE against wall time with every run on it.
 
     python benchmarks/learning_curves.py "S4 after=runs/poe-..." "S1 after=runs/crossmodal-..." \
         --plot benchmarks/results/learning_curves.png
@@ -21,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from crossmodal.config import Config
-from crossmodal.metrics import KeypointMetrics
+from crossmodal.metrics import KeypointMetrics, protocol_millimetres
 from crossmodal.train import build_datamodule, load_trained_module
 
 
@@ -37,21 +40,32 @@ def validation_log(run_dir: Path) -> list[tuple[int, int, float, float]]:
     return [rows[e] for e in sorted(rows)]
 
 
-@torch.no_grad()
-def training_set_epe(run_dir: Path, frames: int) -> float:
-    module = load_trained_module(run_dir / "checkpoints" / "best.ckpt").eval()
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), module.cfg)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    train = datamodule.datasets["train"]
-    metric = KeypointMetrics(palm_is_joint0=cfg.data.dataset == "stb")
-    rows = list(range(min(frames, len(train))))
-    for start in range(0, len(rows), 100):
-        samples = [train[i] for i in rows[start : start + 100]]
+def predictions(module, dataset, frames: int) -> dict[str, torch.Tensor]:
+    """Poses predicted from RGB for the first ``frames`` samples of ``dataset``, with their targets."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, min(frames, len(dataset)), 100):
+        samples = [dataset[i] for i in range(start, min(start + 100, frames, len(dataset)))]
         batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "pose", "scale", "visible")}
-        pred = module.strategy.predict(batch["image"])["pose"]
-        metric.update(pred, batch["pose"], batch["scale"], batch["visible"])
+        batch["pred"] = module.strategy.predict(batch["image"])["pose"]
+        for k, v in batch.items():
+            out.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def epe(p: dict[str, torch.Tensor], palm: bool) -> float:
+    metric = KeypointMetrics(palm_is_joint0=palm)
+    metric.update(p["pred"], p["pose"], p["scale"], p["visible"])
     return float(metric.compute()["epe_mean"])
+
+
+def collapse(p: dict[str, torch.Tensor], palm: bool) -> tuple[float, float, float]:
+    """(mean joint distance from the palm of the predictions, of the ground truth, in mm; share of
+    frames closer to the depth-mirrored ground truth than to the ground truth)."""
+    pred, gt = protocol_millimetres(p["pred"], p["pose"], p["scale"], palm)
+    mirrored = gt * torch.tensor([1.0, 1.0, -1.0], dtype=gt.dtype)
+    to_gt = (pred - gt).norm(dim=-1).mean(-1)
+    to_mirror = (pred - mirrored).norm(dim=-1).mean(-1)
+    return float(pred[:, 1:].norm(dim=-1).mean()), float(gt[:, 1:].norm(dim=-1).mean()), float((to_mirror < to_gt).float().mean())
 
 
 def main() -> None:
@@ -62,20 +76,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     curves = {}
-    print("| run | test EPE | val EPE first / best / last | train EPE | fit wall time | samples/s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| run | test EPE | val EPE first / best / last | train EPE | fit wall time | samples/s | "
+          "spread pred / GT | closer to depth mirror |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for item in args.runs:
         label, _, folder = item.partition("=")
         run_dir = Path(folder)
         log = validation_log(run_dir)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        config = load_trained_module(run_dir / "checkpoints" / "best.ckpt").cfg
         _, steps, elapsed, _ = log[-1]
         vals = [v for *_, v in log]
-        train_epe = training_set_epe(run_dir, args.train_frames)
-        rate = steps * config.data.batch_size / elapsed
+        module = load_trained_module(run_dir / "checkpoints" / "best.ckpt").eval()
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), module.cfg)
+        palm = cfg.data.dataset == "stb"
+        datamodule = build_datamodule(cfg)
+        datamodule.setup(None)
+        train_epe = epe(predictions(module, datamodule.datasets["train"], args.train_frames), palm)
+        spread, gt_spread, mirrored = collapse(predictions(module, datamodule.datasets["test"], 10**9), palm)
+        rate = steps * cfg.data.batch_size / elapsed
         print(f"| {label} | {metrics['epe_mean']:.2f} | {vals[0]:.1f} / {min(vals):.1f} / {vals[-1]:.1f} | "
-              f"{train_epe:.2f} | {elapsed / 60:.1f} min | {rate:.1f} |", flush=True)
+              f"{train_epe:.2f} | {elapsed / 60:.1f} min | {rate:.1f} | {spread:.0f} / {gt_spread:.0f} mm | {mirrored:.0%} |", flush=True)
         curves[label] = log
     if args.plot:
         import matplotlib
