@@ -78,8 +78,9 @@ def run_interpreted(script: str, timeout: float) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tiny_data, tmp_path_factory) -> dict[str, Path]:
-    """Checkpoints of a tiny S4 (RGB + cloud encoders; pose, heatmap and cloud decoders) and a tiny
-    S1 (RGB encoder, pose decoder only), each trained for real for two steps."""
+    """Checkpoints of a tiny S4 (RGB + cloud encoders; pose, heatmap and cloud decoders; the RGB
+    encoder with the CPU profile's 2D keypoint stage) and a tiny S1 (RGB encoder, pose decoder
+    only), each trained for real for two steps."""
     from crossmodal.train import train
 
     out = tmp_path_factory.mktemp("tiny_runs")
@@ -88,8 +89,9 @@ def tiny_checkpoints(tiny_data, tmp_path_factory) -> dict[str, Path]:
     try:
         checkpoints = {}
         for strategy in ("poe", "crossmodal"):
+            extra = ["model.encoder_options.rgb_resnet18.keypoints=true"] if strategy == "poe" else []
             cfg = load_config(None, [*tiny_data, f"model.strategy={strategy}", f"out_dir={out}", f"name={strategy}",
-                                     "trainer.max_steps=2"])
+                                     "trainer.max_steps=2", *extra])
             checkpoints[strategy] = train(cfg).best_checkpoint
         return checkpoints
     finally:
