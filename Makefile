@@ -29,7 +29,7 @@ $(error DATA=$(DATA) needs DATA_ROOT=<folder holding the dataset>, e.g. DATA_ROO
 endif
 endif
 
-.PHONY: help setup data train eval test bench experiments clean
+.PHONY: help setup data train eval test bench gpu-check experiments clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,12 @@ bench: $(STAMP)  ## speed benchmarks (data, kernels, training step); results go 
 	$(PY) benchmarks/kernels.py
 	$(PY) benchmarks/train_profile.py
 	$(PY) benchmarks/trainer_step.py
+
+# No set-up step: on the GPU machine nothing is installed (benchmarks/GPU.md), so it runs with
+# .venv's python where there is one, else python3. ARGS=--smoke runs every stage on CPU.
+GPU_CHECK_OUT ?= benchmarks/results
+gpu-check:  ## GPU check: kernels, training throughput, a short run; report in GPU_CHECK_OUT (benchmarks/GPU.md)
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) benchmarks/gpu_check.py --out $(GPU_CHECK_OUT) $(ARGS)
 
 clean:  ## remove generated data, caches and runs (keeps .venv)
 	rm -rf data runs .pytest_cache
