@@ -163,10 +163,10 @@ class KeypointStage(nn.Module):
 
     Global pooling leaves a from-scratch trunk to discover where the fingers are through its
     channels, which it does slowly (the stall of issue 12). Lifting the ground-truth 2D keypoints
-    of the synthetic hands to 3D with an MLP reaches 16.3 mm test EPE, 12.4 with visibility (benchmarks/results/
-    learning.md), so the 2D layout carries most of the pose: this stage locates it with dense,
-    translation-equivariant convolutions and a loss from the 2D labels that every frame has, and
-    hands the coordinates to the latent heads. The four stages are summed at layer1's resolution
+    of the synthetic hands to 3D with an MLP reaches 16.3 mm test EPE, 12.4 mm with visibility
+    (benchmarks/results/learning.md), so the 2D layout carries most of the pose: this stage
+    locates it with dense, translation-equivariant convolutions and a loss from the 2D labels
+    that every frame has, and hands the coordinates to the latent heads. The four stages are summed at layer1's resolution
     (a light feature pyramid): telling the index tip from the middle tip needs layer3-4's view of
     the whole hand, placing it precisely needs layer1's. Soft-argmax (integral regression) is
     sub-cell accurate and differentiable, so the pose loss trains the stage too.
@@ -189,17 +189,18 @@ class KeypointStage(nn.Module):
         return self.head(fused)
 
 
-def keypoint_loss(logits: Tensor, uv: Tensor, crop_size: int, ce_weight: float = 0.0) -> Tensor:
-    """Mean over samples of the L1 distance between soft-argmax and target keypoints (crop
-    coordinates scaled to [-1, 1], summed over joints and axes), plus ``ce_weight`` times the
-    cross-entropy between the maps' softmax and a one-cell Gaussian at each target."""
+def keypoint_loss(logits: Tensor, uv: Tensor, target: Tensor, crop_size: int, ce_weight: float = 0.0) -> Tensor:
+    """Mean over samples of the L1 distance between the soft-argmax keypoints ``uv`` of ``logits``
+    and ``target`` (crop coordinates scaled to [-1, 1], summed over joints and axes), plus
+    ``ce_weight`` times the cross-entropy between the maps' softmax and a one-cell Gaussian at
+    each target."""
     half = crop_size / 2.0
-    loss = ((soft_argmax(logits, crop_size) - uv) / half).abs().sum(dim=(1, 2)).mean()
+    loss = ((uv - target) / half).abs().sum(dim=(1, 2)).mean()
     if ce_weight > 0:
         b, j, h, w = logits.shape
-        target = make_heatmaps(uv, torch.ones(uv.shape[:2], dtype=torch.bool, device=uv.device), crop_size, w, 1.0)
-        target = target.flatten(2) / target.flatten(2).sum(-1, keepdim=True).clamp_min(1e-12)
-        loss = loss + ce_weight * -(target * logits.float().flatten(2).log_softmax(-1)).sum(-1).sum(-1).mean()
+        maps = make_heatmaps(target, torch.ones(target.shape[:2], dtype=torch.bool, device=target.device), crop_size, w, 1.0)
+        maps = maps.flatten(2) / maps.flatten(2).sum(-1, keepdim=True).clamp_min(1e-12)
+        loss = loss + ce_weight * -(maps * logits.float().flatten(2).log_softmax(-1)).sum(-1).sum(-1).mean()
     return loss
 
 
@@ -267,27 +268,29 @@ class RGBResNet18Encoder(Encoder):
     def compute_features(self, x: Tensor) -> Tensor:
         return self._features_and_keypoints(x)[0]
 
-    def _features_and_keypoints(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Features under the heads, and the keypoint logits (B, 21, h, w) when the stage is on."""
+    def _features_and_keypoints(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Features under the heads and, when the stage is on, its logits (B, 21, h, w) and
+        keypoints (B, 21, 2) in crop pixels."""
         maps = self.trunk.stages((x - self.pixel_mean) / self.pixel_std)
         pooled = torch.flatten(self.trunk.avgpool(maps[-1]), 1)
         if self.keypoint_stage is None:
-            return pooled, None
+            return pooled, None, None
         logits = self.keypoint_stage(maps)
         half = x.shape[-1] / 2.0
         uv = soft_argmax(logits, x.shape[-1])
-        return torch.cat([pooled, ((uv - half) / half).flatten(1).to(pooled.dtype)], dim=1), logits
+        return torch.cat([pooled, ((uv - half) / half).flatten(1).to(pooled.dtype)], dim=1), logits, uv
 
     def encode(self, batch: Mapping[str, Tensor], labeled: Tensor) -> tuple[DiagonalGaussian, dict[str, Tensor]]:
         x = batch[self.input_key]
         self.check_input(x)
-        features, logits = self._features_and_keypoints(x)
+        features, logits, uv = self._features_and_keypoints(x)
         q = DiagonalGaussian(self.mu_head(features), self.logvar_head(features))
         if logits is None or "uv" not in batch:
             return q, {}
         if not bool(labeled.any()):
             return q, {"keypoints2d": logits.sum() * 0.0}
-        loss = keypoint_loss(logits[labeled], batch["uv"][labeled].to(logits.dtype), x.shape[-1], self.keypoint_ce)
+        target = batch["uv"][labeled].to(uv.dtype)
+        loss = keypoint_loss(logits[labeled], uv[labeled], target, x.shape[-1], self.keypoint_ce)
         return q, {"keypoints2d": self.keypoint_weight * loss}
 
     @classmethod

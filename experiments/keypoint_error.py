@@ -18,13 +18,13 @@ enc = m.strategy.encoders["image"]
 for mode in ("eval","train"):
     enc.train(mode=="train")
     with torch.no_grad():
-        feats, logits = enc._features_and_keypoints(b["image"])
+        feats, logits, _ = enc._features_and_keypoints(b["image"])
         uv = soft_argmax(logits, 64)
     err = (uv-b["uv"]).norm(dim=-1)
     print(mode, "2D err all %.2f px, visible %.2f px, per-joint:" % (err.mean(), err[b["visible"]].mean()), [round(x,1) for x in err.mean(0).tolist()])
 enc.eval()
 with torch.no_grad():
-    feats, logits = enc._features_and_keypoints(b["image"])
+    feats, logits, _ = enc._features_and_keypoints(b["image"])
 B,J,h,w = logits.shape
 idx = logits.flatten(2).argmax(-1)
 hard = torch.stack([(idx % w + 0.5)*64/w - 0.5, (idx // w + 0.5)*64/h - 0.5], -1)
