@@ -6,7 +6,7 @@
 A run folder ``runs/<name>/`` holds ``config.yaml`` (the resolved config),
 ``checkpoints/{best,last}.ckpt``, TensorBoard and CSV logs, and after evaluation
 ``metrics.json``, ``pck.png`` and ``qualitative.png``; ``runs/latest`` points at the
-newest run.
+newest run that has a checkpoint (the data is checked before a run folder is made).
 """
 
 from __future__ import annotations
@@ -271,13 +271,23 @@ def train(cfg: DictConfig) -> RunResult:
     datamodule = build_datamodule(cfg)
     model = CrossmodalModule(OmegaConf.to_container(cfg, resolve=True))
     trainer = build_trainer(cfg, run_dir)
+    if trainer.local_rank == 0:
+        # Check (and build) the data before anything is written: a missing dataset must not leave
+        # an empty run folder behind, nor move runs/latest away from the last good run. fit()
+        # calls prepare_data again, which then finds the caches ready.
+        datamodule.prepare_data()
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume is not None:
             set_aside_csv_log(run_dir)
         save_config(cfg, run_dir / "config.yaml")
-        point_latest(run_dir)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    finally:
+        # runs/latest moves only to a run that has a checkpoint to evaluate (also when fit failed
+        # or was interrupted after one was written).
+        if trainer.is_global_zero and any((run_dir / "checkpoints").glob("*.ckpt")):
+            point_latest(run_dir)
     best = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
     is_zero = trainer.is_global_zero
     _leave_process_group()

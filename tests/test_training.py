@@ -146,6 +146,26 @@ def test_beta_schedule_log_linear():
     assert beta_at(99, 100, cfg) == pytest.approx(1e-3)
 
 
+def test_failed_data_check_leaves_no_run_folder_and_runs_latest_alone(tmp_path, capsys):
+    """A missing dataset is a one-line error before anything is written: no empty run folder, and
+    runs/latest still points at the last good run, so `make eval` keeps evaluating it."""
+    from conftest import TINY_OVERRIDES
+
+    good = tmp_path / "good"
+    (good / "checkpoints").mkdir(parents=True)
+    (good / "checkpoints" / "best.ckpt").write_bytes(b"stand-in")
+    (tmp_path / "latest").symlink_to("good")
+    missing = tmp_path / "nonexistent"
+    code = main(["train", *TINY_OVERRIDES, "data.dataset=rhd", f"data.root={missing}",
+                 f"data.cache_dir={tmp_path / 'cache'}", f"out_dir={tmp_path}", "name=bad"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and f"RHD root folder not found: {missing}" in err
+    assert not (tmp_path / "bad").exists()
+    assert (tmp_path / "latest").resolve() == good.resolve()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good", "latest"]
+
+
 def test_train_eval_and_resume_at_same_step(tiny_data, tmp_path, capsys):
     # 16 training frames / batch 4 = 4 steps per epoch; checkpoints are written at epoch ends.
     common = [*tiny_data, f"out_dir={tmp_path}", "name=run", "model.strategy=poe"]
