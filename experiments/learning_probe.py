@@ -65,9 +65,12 @@ def mirror_left(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 class Regressor(nn.Module):
-    def __init__(self, head: str, crop: int, maxpool: bool, heat: bool, keypoints: bool = False, side: bool = False) -> None:
+    def __init__(self, head: str, crop: int, maxpool: bool, heat: bool, keypoints: bool = False, side: bool = False,
+                 stem_lateral: bool = False, lifter: int = 0, fc: str = "mlp") -> None:
         super().__init__()
         self.side = side
+        # The stem's output (stride 2) as a fifth lateral: the maps run at twice layer1's resolution.
+        self.stem_lateral = nn.Conv2d(64, 64, 1) if stem_lateral else None
         # 2D keypoint stage: heatmaps at layer1's resolution from layer1 + upsampled layer2,
         # soft-argmax to crop coordinates, which join the pooled features.
         self.keypoints = keypoints
@@ -82,14 +85,27 @@ class Regressor(nn.Module):
         cells = crop // (16 if maxpool else 8) // 2
         self.head = head
         feat = (512 * cells * cells if head == "flatten" else 512) + (42 if keypoints else 0) + (1 if side else 0)
-        self.fc = nn.Sequential(nn.Linear(feat, 64), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
-                                nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 63))
+        # A lifter over the keypoints (Martinez et al. 2017: Linear-BN-ReLU blocks with a residual),
+        # its output joins the features: lifting 2D to 3D is nonlinear in the coordinates.
+        self.lifter = None
+        if lifter:
+            block = lambda: nn.Sequential(nn.Linear(lifter, lifter), nn.BatchNorm1d(lifter), nn.ReLU(),
+                                          nn.Linear(lifter, lifter), nn.BatchNorm1d(lifter), nn.ReLU())
+            self.lifter = nn.ModuleDict({"inp": nn.Sequential(nn.Linear(42 + (1 if side else 0), lifter), nn.BatchNorm1d(lifter), nn.ReLU()),
+                                         "b1": block(), "b2": block()})
+            feat += lifter
+        if fc == "linear":  # the framework's regressor: mu head then pose_linear
+            self.fc = nn.Sequential(nn.Linear(feat, 64), nn.Linear(64, 63))
+        else:
+            self.fc = nn.Sequential(nn.Linear(feat, 64), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
+                                    nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 63))
         self.heat = nn.Conv2d(128, 21, 1) if heat else None
 
     def forward(self, image: torch.Tensor, side: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         t = self.trunk
         x = (image - self.mean) / self.std
-        x = t.maxpool(t.relu(t.bn1(t.conv1(x))))
+        x0 = t.relu(t.bn1(t.conv1(x)))
+        x = t.maxpool(x0)
         x1 = t.layer1(x)
         x = t.layer2(x1)
         heat = self.heat(x) if self.heat is not None else None
@@ -98,8 +114,11 @@ class Regressor(nn.Module):
         coords = None
         self.maps = None
         if self.keypoints:
-            fused = sum(F.interpolate(lat(c), size=x1.shape[-2:], mode="bilinear", align_corners=False) if c is not x1 else lat(c)
+            size = x0.shape[-2:] if self.stem_lateral is not None else x1.shape[-2:]
+            fused = sum(F.interpolate(lat(c), size=size, mode="bilinear", align_corners=False) if c.shape[-2:] != size else lat(c)
                         for lat, c in zip(self.kp_laterals, (x1, x, x3, x4)))
+            if self.stem_lateral is not None:
+                fused = fused + self.stem_lateral(x0)
             maps = self.kp_head(fused)  # (B, 21, h, w)
             self.maps = maps
             b, j, h, w = maps.shape
@@ -111,8 +130,15 @@ class Regressor(nn.Module):
         x = x4
         x = x.flatten(1) if self.head == "flatten" else x.mean((2, 3))
         if coords is not None:
-            x = torch.cat([x, (coords.flatten(1) - image.shape[-1] / 2) / (image.shape[-1] / 2)], 1)
+            norm = (coords.flatten(1) - image.shape[-1] / 2) / (image.shape[-1] / 2)
+            x = torch.cat([x, norm], 1)
             heat = coords
+            if self.lifter is not None:
+                h = norm if not self.side else torch.cat([norm, side.view(-1, 1).to(norm.dtype)], 1)
+                h = self.lifter["inp"](h)
+                h = h + self.lifter["b1"](h)
+                h = h + self.lifter["b2"](h)
+                x = torch.cat([x, h], 1)
         if self.side:
             x = torch.cat([x, side.view(-1, 1).to(x.dtype)], 1)
         return self.fc(x).view(-1, 21, 3), heat
@@ -152,6 +178,10 @@ def main() -> None:
     p.add_argument("--mirror", action="store_true", help="mirror left hands into right hands (train, val, test)")
     p.add_argument("--side", action="store_true", help="the hand side joins the features")
     p.add_argument("--loss", default="l2sum", choices=["l2sum", "l1", "l2mean"])
+    p.add_argument("--stem-lateral", action="store_true", help="keypoint maps at stride 2 with the stem as a fifth lateral")
+    p.add_argument("--lifter", type=int, default=0, help="width of a residual MLP lifter over the keypoints (0: none)")
+    p.add_argument("--fc", default="mlp", choices=["mlp", "linear"], help="head: 64 -> 4 x 128 MLP, or 64 -> linear (the framework's pose_linear)")
+    p.add_argument("--pose-weight", type=float, default=1.0, help="weight of the 3D pose loss (0: the 2D stage alone)")
     p.add_argument("--rotate", type=float, default=0.5)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -174,7 +204,7 @@ def main() -> None:
     if a.mirror:
         train, val, test = mirror_left(train), mirror_left(val), mirror_left(test)
     crop = train["image"].shape[-1]
-    model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0 or a.kpce > 0, a.side)
+    model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0 or a.kpce > 0, a.side, a.stem_lateral, a.lifter, a.fc)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
@@ -224,6 +254,7 @@ def main() -> None:
             loss = diff.square().mean()
         else:
             loss = diff.abs().sum((1, 2)).mean()
+        loss = a.pose_weight * loss
         if a.kp > 0:
             loss = loss + a.kp * ((heat.float() - batch["uv"]) / (crop / 2)).abs().sum((1, 2)).mean()
         if a.kpce > 0:
