@@ -29,7 +29,7 @@ $(error DATA=$(DATA) needs DATA_ROOT=<folder holding the dataset>, e.g. DATA_ROO
 endif
 endif
 
-.PHONY: help setup data train eval test bench gpu-check experiments clean
+.PHONY: help setup data train eval finder test bench gpu-check experiments clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ train: $(STAMP)  ## train STRATEGY=crossmodal|extended|kl_align|poe, then evalua
 
 eval: $(STAMP)  ## re-evaluate the latest run (runs/latest)
 	$(PY) -m crossmodal eval --ckpt runs/latest/checkpoints/best.ckpt $(ARGS)
+
+finder: $(STAMP)  ## train the hand finder (whole image -> hand box and side) that predict uses without --mask/--bbox
+	$(PY) -m crossmodal finder $(CONFIG) $(if $(filter-out synthetic,$(DATA)),data.dataset=$(DATA),) $(if $(DATA_ROOT),data.root=$(DATA_ROOT),) $(ARGS)
 
 experiments: $(STAMP)  ## run every row of EXPERIMENTS (finished rows are reused), tables in experiments/results/
 	$(PY) -m crossmodal experiment $(EXPERIMENTS) $(ARGS)

@@ -161,6 +161,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- finder
+
+@command("finder", "train the hand finder (whole image -> hand pixels, side, box) on frames with part masks "
+                   "(runs/finder-<time>/, runs/latest-finder)")(lambda p: _train_args(p))
+def cmd_finder(args: argparse.Namespace) -> int:
+    from crossmodal.config import FinderRunConfig, load_config
+    from crossmodal.finder.train import train_finder
+
+    config, overrides = _split_config_arg(args)
+    run = train_finder(load_config(config, overrides, schema=FinderRunConfig))
+    m = run.metrics
+    print(f"finder on the {m['dataset']} evaluation split ({m['frames']} frames): mask IoU {m['mask_iou']:.3f} | "
+          f"box IoU {m['box_iou']:.3f} | side accuracy {m['side_accuracy']:.3f} | found {m['found_rate']:.3f}")
+    print(f"run folder: {run.run_dir}  (metrics.json, report.png, checkpoints/); runs/latest-finder points at it")
+    return 0
+
+
+def _finder_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="pose checkpoint (e.g. runs/latest/checkpoints/best.ckpt)")
+    p.add_argument("--finder", default=None, metavar="CKPT", help="finder checkpoint (default: runs/latest-finder)")
+    p.add_argument("--limit", type=int, default=0, help="first N test frames (default: all)")
+    p.add_argument("--out", default=None, help="JSON file for the results (default: finder_eval.json beside --ckpt's run)")
+
+
+@command("finder-eval", "end-to-end EPE/AUC on the test split with finder crops vs ground-truth crops")(_finder_eval_args)
+def cmd_finder_eval(args: argparse.Namespace) -> int:
+    from crossmodal.finder.end_to_end import end_to_end
+    from crossmodal.finder.model import resolve_finder
+    from crossmodal.report import write_metrics_json
+
+    result = end_to_end(args.ckpt, resolve_finder(args.finder, None, args.ckpt), args.limit)
+    for name, key in (("ground-truth crops", "ground_truth_crops"), ("finder crops", "finder_crops")):
+        m = result[key]
+        print(f"{name:<19} EPE mean {m['epe_mean']:.2f} mm | EPE median {m['epe_median']:.2f} mm | "
+              f"AUC 0-50 {m['auc_0_50']:.3f} | AUC 20-50 {m['auc_20_50']:.3f}")
+    print(f"{result['frames']} frames; finder: box IoU {result['finder_box_iou']:.3f}, side accuracy "
+          f"{result['finder_side_accuracy']:.3f}, no hand found in {result['finder_missed']} (whole image used)")
+    ckpt = Path(args.ckpt)
+    out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent) / "finder_eval.json"
+    write_metrics_json(result, out)
+    print(f"wrote {out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- experiment
 
 def _experiment_args(p: argparse.ArgumentParser) -> None:
@@ -209,6 +253,11 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     locate.add_argument("--mask", nargs="+", metavar="M|DIR",
                         help="hand masks, one per image in the same order (binary, or RHD part labels)")
     locate.add_argument("--bbox", metavar="x,y,w,h", help="hand box in pixels (left column, top row, width, height)")
+    locate.add_argument("--finder", metavar="CKPT",
+                        help="hand finder checkpoint (default without --mask/--bbox: the one bundled with --ckpt, "
+                             "else runs/latest-finder; make finder trains one)")
+    locate.add_argument("--whole-image", action="store_true",
+                        help="use the whole image as the hand box (images that are already hand crops)")
     p.add_argument("--K", dest="intrinsics", metavar="fx,fy,cx,cy",
                    help="camera intrinsics in pixels (default: focal = image width, centre of the image)")
     p.add_argument("--hand", choices=("left", "right"), help="which hand the images show")
@@ -226,7 +275,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from crossmodal.predict import predict_images
 
     folders = predict_images(args.ckpt, args.image, args.mask, args.bbox, args.intrinsics, args.hand, args.bone_mm,
-                             args.cloud, args.out)
+                             args.cloud, args.out, args.finder, args.whole_image)
     print(f"wrote {len(folders)} prediction folder{'s' if len(folders) != 1 else ''} under {args.out}")
     return 0
 
@@ -268,6 +317,22 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     cloud.add_argument("--cloud", dest="cloud", action="store_true", default=None,
                        help="require the cloud output (an error when the model has no cloud decoder)")
     cloud.add_argument("--no-cloud", dest="cloud", action="store_false", help="export the pose output only")
+    p.add_argument("--finder", default=None, metavar="CKPT",
+                   help="include a hand finder: safetensors bundles it (predict then finds the hand by itself); "
+                        "onnx/torchscript export the whole image -> joints graph")
+    p.add_argument("--image-size", default="320x320", metavar="WxH",
+                   help="with --finder and onnx/torchscript: the image size the graph takes (default 320x320)")
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` -> (H, W)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        width = height = 0
+    if width < 8 or height < 8:
+        raise CrossmodalError(f"--image-size: expected WxH in pixels (each >= 8), e.g. 640x480, got {text!r}")
+    return height, width
 
 
 @command("export", "write the RGB -> (pose, cloud) inference graph as ONNX or TorchScript, or the model as "
@@ -275,10 +340,15 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from crossmodal.export import TOLERANCE, export_checkpoint
 
-    result = export_checkpoint(args.ckpt, args.format, args.out, args.cloud)
+    result = export_checkpoint(args.ckpt, args.format, args.out, args.cloud, args.finder, _image_size(args.image_size))
     size = result.crop_size
     if args.format == "safetensors":
-        print(f"wrote {result.path}: the model's weights and config, no pickle; use it as --ckpt")
+        bundled = " and the hand finder's" if args.finder else ""
+        print(f"wrote {result.path}: the model's weights and config{bundled}, no pickle; use it as --ckpt")
+    elif args.finder:
+        height, width = _image_size(args.image_size)
+        print(f"wrote {result.path}: input image (B, 3, {height}, {width}) RGB in [0, 1] and K (B, 3, 3) -> "
+              f"{', '.join(result.outputs)}")
     else:
         print(f"wrote {result.path}: input image (B, 3, {size}, {size}) RGB crop in [0, 1] -> {', '.join(result.outputs)}")
     if result.max_difference is None:

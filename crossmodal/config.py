@@ -141,6 +141,50 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
 
+@dataclass
+class FinderNetConfig:
+    # The hand finder (python -m crossmodal finder): a registered segmenter over the whole image.
+    name: str = "fcn_small"  # a registered finder (finders/)
+    options: dict[str, Any] = field(default_factory=dict)  # its constructor options, e.g. {widths: [16, 32, 48]}
+    input_size: int = 96  # the image's longer side is resized (area average) to this many pixels
+    min_score: float = 0.5  # a hand is found when some pixel's hand probability reaches this
+    min_pixels: int = 4  # ... and the hand region holds at least this many working-resolution pixels
+
+
+@dataclass
+class FinderDataConfig:
+    # Frames with RHD part masks (rhd, synthetic); STB has no masks and cannot train a finder.
+    dataset: str = "synthetic"
+    root: str = "data/synthetic"
+    # Generated when root holds none: the CPU profile's 4000 + 400 frames, the same as `make data`.
+    synthetic: SynthConfig = field(default_factory=lambda: SynthConfig(train=4000, test=400))
+    train_frames: int = 0  # first N training frames (0: all)
+    eval_frames: int = 0  # first N evaluation frames (0: all)
+    val_fraction: float = 0.1  # last part of the training frames, for the best checkpoint
+    batch_size: int = 32
+    flip: bool = True  # mirror left-right and swap the left/right labels (a mirrored left hand is a right hand)
+    jitter: float = 0.2  # brightness/contrast jitter, fraction
+
+
+@dataclass
+class FinderOptimConfig:
+    lr: float = 3e-3  # Adam; one-cycle (warm-up then cosine decay) over the run
+    weight_decay: float = 1e-4
+    max_epochs: int = 8
+    dice_weight: float = 1.0  # soft Dice on the hand classes beside the cross-entropy (hands are few pixels)
+
+
+@dataclass
+class FinderRunConfig:
+    name: str = ""  # run folder name under out_dir; "" -> finder-<timestamp>
+    out_dir: str = "runs"  # runs/<name>/; runs/latest-finder points at the newest finder run
+    seed: int = 0
+    progress: bool = True
+    finder: FinderNetConfig = field(default_factory=FinderNetConfig)
+    data: FinderDataConfig = field(default_factory=FinderDataConfig)
+    optim: FinderOptimConfig = field(default_factory=FinderOptimConfig)
+
+
 # --------------------------------------------------------------------------- loading
 
 def _node_keys(cfg: Any, dotted: str) -> list[str]:
@@ -199,8 +243,30 @@ def with_overrides(cfg: Any, overrides: list[str]) -> Any:
     return cfg
 
 
+def validate_finder(cfg: Any) -> None:
+    """The finder run's checks: registry names, datasets with masks, value ranges."""
+    from crossmodal.registry import DATASETS, FINDERS
+
+    FINDERS.get(cfg.finder.name, key="finder.name")
+    DATASETS.get(cfg.data.dataset, key="data.dataset")
+    if cfg.data.dataset not in ("rhd", "synthetic"):
+        raise ConfigError(f"data.dataset: a finder trains on part masks, which {cfg.data.dataset!r} does not have; "
+                          "use rhd or synthetic (the finder then crops any image, STB's included)")
+    for key in ("finder.input_size", "data.batch_size", "optim.max_epochs"):
+        from omegaconf import OmegaConf
+
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
+    if not 0.0 < cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
+    if not 0.0 < cfg.finder.min_score < 1.0:
+        raise ConfigError(f"finder.min_score must be in (0, 1), got {cfg.finder.min_score}")
+
+
 def validate(cfg: Any) -> None:
     """Checks that the type system cannot express: registry names and value ranges."""
+    if "finder" in cfg:
+        return validate_finder(cfg)
     from crossmodal.registry import DATASETS, DECODERS, ENCODERS, STRATEGIES
 
     DATASETS.get(cfg.data.dataset, key="data.dataset")

@@ -116,8 +116,14 @@ def default_path(ckpt: str | Path, fmt: str) -> Path:
     return ckpt.with_name(ckpt.stem + FORMATS[fmt])
 
 
-def export_onnx(graph: RGBInferenceGraph, path: Path, crop_size: int, metadata: dict[str, str]) -> tuple[str, ...]:
-    """Write the ONNX file (dynamic batch) atomically; returns the output names."""
+def _inputs(example: int | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Tracing inputs: random crops of a crop size, or given tensors (image [, K])."""
+    return (example_batch(example),) if isinstance(example, int) else tuple(example)
+
+
+def export_onnx(graph: nn.Module, path: Path, example: int | tuple[Tensor, ...], metadata: dict[str, str]) -> tuple[str, ...]:
+    """Write the ONNX file (dynamic batch) atomically; returns the output names. ``example``: the
+    crop size of an RGB graph, or the tracing inputs (image [, K])."""
     from crossmodal.io import atomic_path
 
     try:
@@ -127,10 +133,12 @@ def export_onnx(graph: RGBInferenceGraph, path: Path, crop_size: int, metadata: 
         raise ConfigError(f"--format onnx needs the {exc.name} package: pip install onnx onnxscript "
                           "(or the package's extra: pip install -e '.[export]')") from None
 
+    inputs = _inputs(example)
+    batch = torch.export.Dim("batch", min=1)
     with atomic_path(path, suffix=".onnx") as tmp, _quiet_exporter():
         program = torch.onnx.export(
-            graph, (example_batch(crop_size),), input_names=["image"], output_names=list(graph.outputs),
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True, verbose=False,
+            graph, inputs, input_names=["image", "K"][: len(inputs)], output_names=list(graph.outputs),
+            dynamic_shapes=tuple({0: batch} for _ in inputs), dynamo=True, verbose=False,
             external_data=False,
         )
         proto = program.model_proto
@@ -156,13 +164,13 @@ def _quiet_exporter() -> Iterator[None]:
         registration_log.setLevel(level)
 
 
-def export_torchscript(graph: RGBInferenceGraph, path: Path, crop_size: int) -> tuple[str, ...]:
+def export_torchscript(graph: nn.Module, path: Path, example: int | tuple[Tensor, ...]) -> tuple[str, ...]:
     """Write a traced TorchScript module atomically; returns the output names."""
     from crossmodal.io import atomic_path
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notice
-        traced = torch.jit.trace(graph, (example_batch(crop_size),), check_trace=False)
+        traced = torch.jit.trace(graph, _inputs(example), check_trace=False)
         with atomic_path(path, suffix=".pt") as tmp:
             torch.jit.save(traced, str(tmp))
     return graph.outputs
@@ -187,46 +195,65 @@ def reloaded_graph(path: Path, graph: RGBInferenceGraph) -> RGBInferenceGraph:
     return RGBInferenceGraph(load_trained_module(path).strategy, graph.cloud_decoder is not None).eval()
 
 
-def run_onnx(path: str | Path, images: np.ndarray) -> dict[str, np.ndarray]:
-    """Run an exported file with onnxruntime on the CPU: output name -> array."""
+def run_onnx(path: str | Path, images: np.ndarray, K: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Run an exported file with onnxruntime on the CPU: output name -> array (``K`` for image -> joints graphs)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {"image": np.asarray(images, dtype=np.float32)})))
+    feeds = {"image": np.asarray(images, dtype=np.float32)}
+    if K is not None:
+        feeds["K"] = np.asarray(K, dtype=np.float32)
+    return dict(zip(names, session.run(names, feeds)))
 
 
 def _max_difference(reference: tuple[Tensor, ...], exported: list[np.ndarray]) -> float:
     return max(float(np.max(np.abs(r.numpy() - e))) for r, e in zip(reference, exported))
 
 
-def check_export(graph: RGBInferenceGraph, path: Path, fmt: str, crop_size: int) -> tuple[float | None, str | None]:
-    """The largest |exported - PyTorch| on a batch of another size than the tracing one."""
-    images = example_batch(crop_size, batch=3, seed=1)
+def check_export(graph: nn.Module, path: Path, fmt: str, images: int | Tensor,
+                 K: Tensor | None = None) -> tuple[float | None, str | None]:
+    """The largest |exported - PyTorch| on a batch of another size than the tracing one (``images``:
+    a crop size for random crops, or the images themselves; ``K`` for image -> joints graphs)."""
+    if isinstance(images, int):
+        images = example_batch(images, batch=3, seed=1)
+    inputs = (images,) if K is None else (images, K)
     with torch.no_grad():
-        reference = graph(images)
+        reference = graph(*inputs)
     if fmt == "onnx":
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
             return None, None
-        out = run_onnx(path, images.numpy())
-        return _max_difference(reference, [out[name] for name in ("pose", "cloud")[: len(reference)]]), "onnxruntime"
+        out = run_onnx(path, images.numpy(), None if K is None else K.numpy())
+        return _max_difference(reference, [out[name] for name in graph.outputs]), "onnxruntime"
     if fmt == "torchscript":
         loaded, checker = torch.jit.load(str(path)), "torch.jit.load"
     else:
         loaded, checker = reloaded_graph(path, graph), "load_trained_module"
     with torch.no_grad():
-        return _max_difference(reference, [t.numpy() for t in loaded(images)]), checker
+        return _max_difference(reference, [t.numpy() for t in loaded(*inputs)]), checker
 
 
-def export_checkpoint(ckpt: str | Path, fmt: str = "onnx", out: str | Path | None = None, cloud: bool | None = None) -> ExportResult:
-    """``python -m crossmodal export``: write the inference graph and check it against PyTorch."""
+def export_checkpoint(ckpt: str | Path, fmt: str = "onnx", out: str | Path | None = None, cloud: bool | None = None,
+                      finder: str | Path | None = None, image_size: tuple[int, int] = (320, 320),
+                      check_images: np.ndarray | None = None) -> ExportResult:
+    """``python -m crossmodal export``: write the inference graph and check it against PyTorch.
+
+    With ``finder``: safetensors bundles the finder with the model (predict then needs nothing
+    else); ONNX and TorchScript export the whole image -> joints graph for images of
+    ``image_size`` (H, W), checked on ``check_images`` (N, H, W, 3) uint8 when given.
+    """
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model = load_model(ckpt)
+    if finder is not None:
+        from crossmodal.finder.export import export_with_finder
+
+        return export_with_finder(model, finder, fmt, Path(out) if out else default_path(ckpt, fmt), cloud,
+                                  image_size, check_images)
     graph = inference_graph(model, cloud)
     path = Path(out) if out else default_path(ckpt, fmt)
     size = model.crop_size

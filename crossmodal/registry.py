@@ -27,6 +27,7 @@ _PLUGIN_PACKAGES = {
     "encoder": ("encoders",),
     "decoder": ("decoders",),
     "strategy": ("alignment.strategies",),
+    "finder": ("finders",),
 }
 
 
@@ -90,3 +91,4 @@ DATASETS = Registry("dataset")
 ENCODERS = Registry("encoder")
 DECODERS = Registry("decoder")
 STRATEGIES = Registry("strategy", "strategies")
+FINDERS = Registry("finder")

@@ -23,6 +23,10 @@ from crossmodal.config import save_config
 from crossmodal.errors import ConfigError, CrossmodalError
 
 
+#: Tensor-name prefix of a hand finder's weights in a shared safetensors model (export --finder).
+FINDER_PREFIX = "finder."
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -36,10 +40,10 @@ def run_directory(cfg: DictConfig) -> Path:
     return Path(cfg.out_dir) / cfg.name
 
 
-def point_latest(run_dir: Path) -> None:
-    """Atomically make ``<out_dir>/latest`` a symlink to ``run_dir``."""
-    latest = run_dir.parent / "latest"
-    tmp = run_dir.parent / f".latest.{os.getpid()}"
+def point_latest(run_dir: Path, link: str = "latest") -> None:
+    """Atomically make ``<out_dir>/<link>`` (default ``latest``) a symlink to ``run_dir``."""
+    latest = run_dir.parent / link
+    tmp = run_dir.parent / f".{link}.{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     tmp.symlink_to(run_dir.name)
@@ -103,7 +107,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ConfigError(f"checkpoint not found: {path}")
     if is_safetensors(path):
         config, state = read_safetensors(path)
-        ckpt: Any = {"state_dict": state}
+        ckpt: Any = {"state_dict": {k: v for k, v in state.items() if not k.startswith(FINDER_PREFIX)}}
+        if "finder" in config and "model" in config:  # a pose model shared with its hand finder
+            finder_state = {k.removeprefix(FINDER_PREFIX): v for k, v in state.items() if k.startswith(FINDER_PREFIX)}
+            ckpt["finder"] = {"config": config.pop("finder"), "state_dict": finder_state}
     else:
         ckpt = load_weights_only(path)
         try:
@@ -135,10 +142,17 @@ def without_pretrained_paths(config: dict[str, Any]) -> dict[str, Any]:
 def load_trained_module(path: str | Path) -> Any:
     """The CrossmodalModule of a checkpoint with its trained weights; a missing, corrupt or
     foreign file, or weights that do not fit the stored config, is a one-line ConfigError."""
+    return load_trained(path)[0]
+
+
+def load_trained(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    """(module, the whole checkpoint) read once: :func:`load_trained_module` and what else the file holds."""
     from crossmodal.module import CrossmodalModule
 
     path = Path(path)
     config, ckpt = read_checkpoint(path)
+    if "finder" in config and "model" not in config:
+        raise ConfigError(f"{path} is a hand finder, not a pose model; give it with --finder and a pose model with --ckpt")
     stored = without_pretrained_paths(config)
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
@@ -148,7 +162,7 @@ def load_trained_module(path: str | Path) -> Any:
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise ConfigError(f"{path}: its weights do not fit the model its config describes ({' '.join(str(exc).split())[:200]})") from None
-    return module
+    return module, ckpt
 
 
 def check_compatible(ckpt_config: dict[str, Any], cfg: DictConfig, path: str | Path) -> None:

@@ -96,3 +96,26 @@ def tiny_checkpoints(tiny_data, tmp_path_factory) -> dict[str, Path]:
         return checkpoints
     finally:
         torch.set_num_threads(threads)
+
+
+#: A finder trained on the tiny synthetic data long enough to find its hands (~150 Adam steps).
+TINY_FINDER_OVERRIDES = ["finder.input_size=64", "data.batch_size=4", "optim.max_epochs=40", "data.val_fraction=0.2",
+                         "progress=false"]
+
+
+@pytest.fixture(scope="session")
+def tiny_finder(tiny_data, tmp_path_factory) -> Path:
+    """A finder run trained for real on the tiny synthetic data: its run folder (runs/<name>/)."""
+    from crossmodal.config import FinderRunConfig
+    from crossmodal.finder.train import train_finder
+
+    root = next(o.split("=", 1)[1] for o in tiny_data if o.startswith("data.root="))
+    out = tmp_path_factory.mktemp("tiny_finder_runs")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = load_config(None, [f"data.root={root}", f"out_dir={out}", "name=finder", *TINY_FINDER_OVERRIDES],
+                          schema=FinderRunConfig)
+        return train_finder(cfg).run_dir
+    finally:
+        torch.set_num_threads(threads)

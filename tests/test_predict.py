@@ -236,6 +236,8 @@ def test_bad_input_is_one_line_error(case, expected, tiny_data, tiny_checkpoints
         extra = ["--mask", mask, mask]
     elif case == "missing_image":
         image = tmp_path / "absent.png"
+    if "--mask" not in extra and "--bbox" not in extra:
+        extra.append("--whole-image")  # without a box predict would look for a hand finder first
     code, out, err = run_predict(capsys, "--ckpt", ckpt, "--image", image, *extra, "--out", tmp_path / "out")
     assert code == 2
     lines = err.strip().splitlines()

@@ -1,0 +1,94 @@
+"""End-to-end numbers as hand3d reports them: the pose model on finder crops vs ground-truth crops.
+
+    python -m crossmodal finder-eval --ckpt runs/latest/checkpoints/best.ckpt [--finder PATH]
+
+Every frame of the pose model's test split (skipping, like the cache, frames whose evaluated
+hand has no mask pixels) is cropped twice with the training pipeline's code: around the
+ground-truth hand mask (what the cache holds, so these numbers reproduce ``make eval``), and
+around the finder's box. A frame where the finder sees no hand falls back to the whole image
+and is counted. Both are scored with the published protocol against the same labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crossmodal.finder.metrics import box_iou
+
+
+def _crop(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Any:
+    from crossmodal.data.preprocess import crop_box, crop_rgb
+
+    pre = model.preprocess
+    centre, side = crop_box(None, np.stack([lo, hi]), pre.crop_margin)
+    return crop_rgb(image, K, centre, side, pre)
+
+
+def _score(poses: list[np.ndarray], truth: np.ndarray, scale: np.ndarray, visible: np.ndarray, palm: bool) -> dict[str, Any]:
+    from crossmodal.metrics import evaluate_keypoints, protocol_millimetres, protocol_visibility
+
+    pred_mm, gt_mm = protocol_millimetres(np.stack(poses), truth, scale, palm)
+    return evaluate_keypoints(pred_mm, gt_mm, protocol_visibility(visible, palm))
+
+
+def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progress: bool = True) -> dict[str, Any]:
+    """EPE/AUC with ground-truth crops and with finder crops, and how the finder's boxes compare."""
+    from tqdm.auto import tqdm
+
+    from crossmodal.data.joints import bone_scale
+    from crossmodal.data.rhd import hand_mask, read_label_png, read_rgb_png
+    from crossmodal.finder.data import mask_box
+    from crossmodal.predict import load_model
+    from crossmodal.registry import DATASETS
+
+    model = load_model(pose_checkpoint)
+    data = model.config.data
+    reader = DATASETS.get(data.dataset, key="data.dataset")
+    dataset = reader(data.root, reader.TEST_SPLIT)
+    count = len(dataset) if limit <= 0 else min(limit, len(dataset))
+    poses: dict[str, list[np.ndarray]] = {"ground truth": [], "finder": []}
+    truth, scales, visible, boxes, found_boxes, side_ok, missed = [], [], [], [], [], [], 0
+    for i in tqdm(range(count), desc="finder-eval", unit="frame", disable=not progress):
+        if not hasattr(dataset, "frame_paths"):
+            raise ValueError(f"finder-eval needs a dataset with part masks (rhd, synthetic), not {data.dataset!r}")
+        paths = dataset.frame_paths(i)
+        labels = read_label_png(paths["mask"])
+        label = dataset.annotation(i)
+        evaluated = hand_mask(labels, label["hand_side"])
+        if not evaluated.any():
+            continue  # the cache skips these too
+        image = read_rgb_png(paths["color"])
+        K = np.asarray(label["K"], dtype=np.float64)
+        box = mask_box(evaluated)
+        found = finder.find(image)
+        if found is None:
+            missed += 1
+            found_box = np.array([-0.5, -0.5, image.shape[1] - 0.5, image.shape[0] - 0.5])
+        else:
+            found_box = found.box
+            side_ok.append(found.side == label["hand_side"])
+        for name, (lo, hi) in (("ground truth", (box[:2], box[2:])), ("finder", (found_box[:2], found_box[2:]))):
+            crop = _crop(model, image, K, lo, hi)
+            # Model output: normalised, root-relative, in the crop camera; R^T takes it to the image camera.
+            poses[name].append(model.predict(crop.image[None])["pose"][0].astype(np.float64) @ crop.rotation)
+        xyz = np.asarray(label["xyz"], dtype=np.float64)
+        scale = float(bone_scale(xyz))
+        truth.append((xyz - xyz[0]) / scale)
+        scales.append(scale)
+        visible.append(np.asarray(label["visible"], dtype=bool))
+        boxes.append(box)
+        found_boxes.append(found_box)
+    palm = data.dataset == "stb"
+    truth_arr, scale_arr, visible_arr = np.stack(truth), np.asarray(scales), np.stack(visible)
+    ious = box_iou(torch.as_tensor(np.stack(found_boxes)), torch.as_tensor(np.stack(boxes)))
+    result = {name: _score(p, truth_arr, scale_arr, visible_arr, palm) for name, p in poses.items()}
+    return {
+        "checkpoint": str(pose_checkpoint), "finder": finder.source, "dataset": data.dataset,
+        "split": reader.TEST_SPLIT, "frames": len(truth), "finder_missed": missed,
+        "finder_box_iou": float(ious.mean()), "finder_side_accuracy": float(np.mean(side_ok)) if side_ok else 0.0,
+        "ground_truth_crops": result["ground truth"], "finder_crops": result["finder"],
+    }

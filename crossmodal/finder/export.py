@@ -1,0 +1,90 @@
+"""``export --finder``: the finder goes with the pose model.
+
+* safetensors: one pickle-free file holding both (tensors ``finder.*`` and the finder's config
+  under the key ``finder``); ``predict --ckpt FILE`` then finds the hand on its own.
+* ONNX / TorchScript: the image -> joints graph of ``crossmodal.finder.graph`` for images of a
+  fixed size, checked against PyTorch like every export.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crossmodal.errors import ConfigError
+from crossmodal.finder.graph import ImageToJoints
+from crossmodal.finder.model import load_finder
+
+
+def example_inputs(image_size: tuple[int, int], count: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images and predict's default camera (focal = width, principal point at the centre)."""
+    height, width = image_size
+    images = torch.rand(count, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    return images, default_K(image_size, count)
+
+
+def default_K(image_size: tuple[int, int], count: int) -> torch.Tensor:
+    height, width = image_size
+    K = torch.tensor([[float(width), 0.0, (width - 1) / 2], [0.0, float(width), (height - 1) / 2], [0.0, 0.0, 1.0]])
+    return K.expand(count, 3, 3).contiguous()
+
+
+def _bundle(model: Any, finder: Any, path: Path) -> tuple[float, str]:
+    """Write model + finder as safetensors; reload both as a user would and compare."""
+    from omegaconf import OmegaConf
+
+    from crossmodal.checkpoints import write_safetensors
+    from crossmodal.export import example_batch, inference_graph, reloaded_graph
+    from crossmodal.train import FINDER_PREFIX
+
+    config = {**OmegaConf.to_container(model.module.cfg, resolve=True), "finder": finder.config}
+    state = {**model.module.state_dict(), **{FINDER_PREFIX + k: v for k, v in finder.net.state_dict().items()}}
+    write_safetensors(path, config, state)
+    graph, images = inference_graph(model), example_batch(model.crop_size, batch=3, seed=1)
+    reloaded, bundled = reloaded_graph(path, graph), load_finder(path)
+    whole = torch.rand(2, 3, 96, 120, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        pairs = [*zip(graph(images), reloaded(images)), (finder.net(whole), bundled.net(whole))]
+    return max(float((a - b).abs().max()) for a, b in pairs), "load_trained_module + load_finder"
+
+
+def export_with_finder(model: Any, finder_path: str | Path, fmt: str, path: Path, cloud: bool | None,
+                       image_size: tuple[int, int], check_images: np.ndarray | None) -> Any:
+    from crossmodal.export import ExportResult, check_export, export_torchscript, graph_metadata, export_onnx
+
+    finder = load_finder(finder_path)
+    if fmt == "safetensors":
+        difference, checker = _bundle(model, finder, path)
+        return ExportResult(path, model.crop_size, ("pose",), difference, checker)
+    from crossmodal.predict import TRAINING_HANDS
+
+    if len(TRAINING_HANDS.get(str(model.config.data.dataset), ("left", "right"))) < 2:
+        raise ConfigError(f"export --finder: the model was trained on {model.config.data.dataset} (one hand side only); the "
+                          "image -> joints graph does not mirror the other side: export without --finder and use predict")
+    if cloud:
+        model.require_cloud("export --cloud")
+    graph = ImageToJoints(finder, model, image_size, model.has_cloud if cloud is None else cloud).eval()
+    inputs = example_inputs(image_size)
+    if fmt == "onnx":
+        metadata = {**graph_metadata(model, ("pose",)), **_metadata(graph, finder)}
+        export_onnx(graph, path, inputs, metadata)
+    else:
+        export_torchscript(graph, path, inputs)
+    images = torch.from_numpy(np.asarray(check_images)).permute(0, 3, 1, 2).float() / 255 if check_images is not None else None
+    difference, checker = check_export(graph, path, fmt, images if images is not None else example_inputs(image_size, 3, 1)[0],
+                                       default_K(image_size, len(images) if images is not None else 3))
+    return ExportResult(path, model.crop_size, graph.outputs, difference, checker)
+
+
+def _metadata(graph: ImageToJoints, finder: Any) -> dict[str, str]:
+    height, width = graph.image_size
+    return {
+        "crossmodal.input": f"image: float32 (B, 3, {height}, {width}) RGB in [0, 1]; K: float32 (B, 3, 3) intrinsics",
+        "crossmodal.outputs": "; ".join(graph.outputs),
+        "crossmodal.frame": "pose/cloud: root-relative, divided by bone 12->11, in the image's camera; box: pixel edges",
+        "crossmodal.finder": json.dumps({"source": finder.source, **finder.config["finder"]}),
+    }

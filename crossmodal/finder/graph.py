@@ -1,0 +1,119 @@
+"""Image -> joints in one graph (ONNX / TorchScript): area downscale, finder, hand box, the
+training crop as a homography sample, RGB encoder, decoders, joints back in the image's camera.
+
+Inputs: ``image`` float32 (B, 3, H, W) RGB in [0, 1] at the size fixed at export, ``K`` (B, 3, 3)
+intrinsics (predict's default camera: focal = image width, principal point at the centre).
+Outputs: ``pose`` (B, 21, 3) root-relative, divided by the bone 12->11, in the image's camera;
+``cloud`` likewise (when exported); ``box`` (B, 4) the hand box's pixel edges; ``right`` (B,)
+the right-hand share of the hand probability; ``found`` (B,) 1 when a hand was found (else the
+whole image was cropped, where predict would skip the image).
+
+The crop follows ``crossmodal.data.preprocess.crop_rgb``: the same box -> crop-square rule, view
+correction and crop intrinsics. One step differs: predict shrinks a large crop with an integer
+box filter before bilinear sampling (a data-dependent kernel a graph cannot hold); the graph
+averages 4x4 bilinear samples per crop pixel instead, so its joints differ slightly from
+predict's (tests/test_export_finder.py measures by how much).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from crossmodal.finder.locate import locate_hand
+from crossmodal.finder.resize import area_matrix, working_size
+
+SUPERSAMPLES = 4  # per crop-pixel side
+
+
+def inverse_intrinsics(K: Tensor) -> Tensor:
+    """Closed-form inverse of upper-triangular intrinsics (B, 3, 3): ONNX has no matrix inverse."""
+    fx, s, cx, fy, cy = K[:, 0, 0], K[:, 0, 1], K[:, 0, 2], K[:, 1, 1], K[:, 1, 2]
+    zero, one = torch.zeros_like(fx), torch.ones_like(fx)
+    rows = [torch.stack([1 / fx, -s / (fx * fy), (s * cy - cx * fy) / (fx * fy)], -1),
+            torch.stack([zero, 1 / fy, -cy / fy], -1), torch.stack([zero, zero, one], -1)]
+    return torch.stack(rows, 1)
+
+
+def rotation_to_optical_axis(ray: Tensor) -> Tensor:
+    """Batched ``geometry.rotation_to_optical_axis``: the smallest rotation taking ``ray`` onto +z."""
+    d = ray / ray.norm(dim=-1, keepdim=True)
+    axis = torch.stack([d[:, 1], -d[:, 0], torch.zeros_like(d[:, 0])], -1)  # d x z
+    sin, cos = axis.norm(dim=-1), d[:, 2]
+    k = axis / sin.clamp_min(1e-12)[:, None]
+    zero = torch.zeros_like(sin)
+    cross = torch.stack([torch.stack([zero, -k[:, 2], k[:, 1]], -1), torch.stack([k[:, 2], zero, -k[:, 0]], -1),
+                         torch.stack([-k[:, 1], k[:, 0], zero], -1)], 1)
+    eye = torch.eye(3, dtype=ray.dtype, device=ray.device).expand_as(cross)
+    R = eye + sin[:, None, None] * cross + (1 - cos)[:, None, None] * cross @ cross
+    return torch.where((sin < 1e-12)[:, None, None], eye, R)
+
+
+class ImageToJoints(nn.Module):
+    def __init__(self, finder: Any, model: Any, image_size: tuple[int, int], with_cloud: bool) -> None:
+        super().__init__()
+        height, width = image_size
+        small = working_size(height, width, finder.input_size)
+        self.register_buffer("rows", torch.from_numpy(area_matrix(height, small[0])).float())
+        self.register_buffer("cols", torch.from_numpy(area_matrix(width, small[1])).float())
+        self.finder = finder.net
+        self.min_score, self.min_pixels = float(finder.config["finder"]["min_score"]), float(finder.config["finder"]["min_pixels"])
+        self.encoder = model.strategy.encoders["image"]
+        self.pose_decoder = model.strategy.decoders["pose"]
+        self.cloud_decoder = model.strategy.decoders["cloud"] if with_cloud else None
+        pre = model.preprocess
+        self.crop_size, self.margin, self.view_correction = int(pre.crop_size), float(pre.crop_margin), bool(pre.view_correction)
+        self.image_size = (height, width)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return ("pose", "cloud", "box", "right", "found") if self.cloud_decoder is not None else ("pose", "box", "right", "found")
+
+    def crop(self, image: Tensor, K: Tensor, box: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, 3, S, S) crops of the boxes, and R (corrected = R @ camera)."""
+        S, (height, width) = self.crop_size, self.image_size
+        centre = (box[:, :2] + box[:, 2:]) / 2
+        side = ((box[:, 2:] - box[:, :2]).amax(dim=1) * self.margin).clamp_min(1.0)
+        scale = S / side
+        one, zero = torch.ones_like(side), torch.zeros_like(side)
+        if self.view_correction:
+            ray = (inverse_intrinsics(K) @ torch.cat([centre, one[:, None]], 1)[:, :, None])[:, :, 0]
+            R = rotation_to_optical_axis(ray)
+            c = torch.full_like(side, (S - 1) / 2)
+            K_crop = torch.stack([torch.stack([K[:, 0, 0] * scale, K[:, 0, 1] * scale, c], -1),
+                                  torch.stack([zero, K[:, 1, 1] * scale, c], -1), torch.stack([zero, zero, one], -1)], 1)
+        else:
+            R = torch.eye(3, dtype=K.dtype).expand(len(K), 3, 3)
+            x0, y0 = centre[:, 0] - side / 2, centre[:, 1] - side / 2
+            A = torch.stack([torch.stack([scale, zero, -x0 * scale - 0.5], -1), torch.stack([zero, scale, -y0 * scale - 0.5], -1),
+                             torch.stack([zero, zero, one], -1)], 1)
+            K_crop = A @ K
+        source_from_crop = K @ R.transpose(1, 2) @ inverse_intrinsics(K_crop)
+        offsets = (torch.arange(SUPERSAMPLES, dtype=image.dtype) + 0.5) / SUPERSAMPLES - 0.5
+        fine = (torch.arange(S, dtype=image.dtype)[:, None] + offsets[None, :]).reshape(-1)  # S * k positions
+        v, u = torch.meshgrid(fine, fine, indexing="ij")
+        points = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, -1, 3) @ source_from_crop.transpose(1, 2)
+        uv = points[..., :2] / points[..., 2:]
+        # grid_sample with align_corners=False puts pixel j's centre at (2j + 1) / n - 1; outside reads 0.
+        grid = torch.stack([(2 * uv[..., 0] + 1) / width - 1, (2 * uv[..., 1] + 1) / height - 1], -1)
+        grid = grid.reshape(len(image), S * SUPERSAMPLES, S * SUPERSAMPLES, 2)
+        samples = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return F.avg_pool2d(samples, SUPERSAMPLES), R
+
+    def forward(self, image: Tensor, K: Tensor) -> tuple[Tensor, ...]:
+        small = self.rows @ image @ self.cols.T
+        located = locate_hand(self.finder(small), self.image_size)
+        found = located.found(self.min_score, self.min_pixels)
+        height, width = self.image_size
+        whole = torch.tensor([-0.5, -0.5, width - 0.5, height - 0.5], dtype=image.dtype).expand_as(located.box)
+        box = torch.where(found[:, None], located.box, whole)
+        crops, R = self.crop(image, K, box)
+        z = self.encoder.mu_head(self.encoder.features(crops))
+        pose = self.pose_decoder.decode(z) @ R  # rows: corrected -> camera is R^T, i.e. x @ R
+        tail = (box, located.right, found.to(image.dtype))
+        if self.cloud_decoder is None:
+            return (pose, *tail)
+        return (pose, self.cloud_decoder.decode(z) @ R, *tail)

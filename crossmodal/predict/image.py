@@ -1,0 +1,156 @@
+"""One image through the model: hand box, training crop, RGB-only inference, joints in the image's camera."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from crossmodal.data.geometry import apply_homography, project
+from crossmodal.predict.boxes import HandRegion, hand_region
+from crossmodal.predict.finding import finder_region
+from crossmodal.predict.inputs import InputError, assumed_intrinsics, read_hand_mask, read_image
+from crossmodal.predict.model import InferenceModel
+from crossmodal.predict.side import HandPlan, plan_hand
+
+NORMALISED_UNITS = "normalised (bone 12->11 = 1)"
+
+
+def mirror_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
+    """K of the left-right flipped image, which shows every camera point (x, y, z) at (-x, y, z)."""
+    K = np.array(K, dtype=np.float64)
+    K[0, 1] = -K[0, 1]
+    K[0, 2] = width - 1 - K[0, 2]
+    return K
+
+
+def fit_root_translation(joints: np.ndarray, K: np.ndarray, box_lo: np.ndarray, box_hi: np.ndarray) -> np.ndarray:
+    """A root position that makes the projected joints fill the hand box: NOT a measured depth.
+
+    Fixed-point iteration on the pinhole projection: the depth scales the joints' 2D extent
+    to the box's longer side, and the lateral offset moves their 2D box centre onto the
+    box's centre. Used only to draw the overlay; the 3D outputs stay root-relative.
+    """
+    joints = np.asarray(joints, dtype=np.float64)
+    target_centre, target_size = (box_lo + box_hi) / 2.0, float(np.max(box_hi - box_lo))
+    focal = float(np.mean([K[0, 0], K[1, 1]]))
+    extent = float(np.max(joints[:, :2].max(axis=0) - joints[:, :2].min(axis=0))) or 1.0
+    depth = focal * extent / max(target_size, 1e-6)
+    ray = np.linalg.inv(K) @ np.array([target_centre[0], target_centre[1], 1.0])
+    t = ray * depth - joints.mean(axis=0) * np.array([1.0, 1.0, 0.0])
+    closest = float(joints[:, 2].min())
+    for _ in range(50):
+        t[2] = max(t[2], 1e-3 * extent - closest)  # every joint stays in front of the camera
+        uv = project(joints + t, K)
+        lo, hi = uv.min(axis=0), uv.max(axis=0)
+        if np.max(hi - lo) > 0:  # a degenerate pose (all joints on one ray) keeps its depth
+            t[2] *= float(np.max(hi - lo)) / max(target_size, 1e-6)
+        shift = target_centre - (lo + hi) / 2.0
+        t[0] += shift[0] * t[2] / K[0, 0]
+        t[1] += shift[1] * t[2] / K[1, 1]
+    return t
+
+
+@dataclass
+class Prediction:
+    """Everything predicted and assumed for one image, in the original image's camera frame."""
+
+    image_path: Path
+    image: np.ndarray  # (H, W, 3) uint8 as read and converted
+    crop: np.ndarray  # (S, S, 3) uint8, what the encoder saw
+    joints: np.ndarray  # (21, 3) root-relative (root = joint 0), output units
+    cloud: np.ndarray | None  # (P, 3) same frame and units
+    uv: np.ndarray  # (21, 2) image pixels of the overlay (with the fitted root)
+    root: np.ndarray  # (3,) the fitted root translation (output units), for the overlay only
+    crop_outline: np.ndarray  # (4, 2) image pixels of the crop's corners
+    region: HandRegion  # in the image as given (not mirrored)
+    K: np.ndarray
+    K_statement: str
+    units: str
+    hand: HandPlan
+    rotation: np.ndarray  # the view correction R (identity without it)
+    notes: list[str] = field(default_factory=list)
+    finder: dict[str, Any] | None = None  # what the hand finder said, when it gave the box
+
+
+def predict_image(
+    model: InferenceModel,
+    image_path: str | Path,
+    mask_path: str | Path | None = None,
+    bbox: Sequence[float] | None = None,
+    K: np.ndarray | None = None,
+    side: str | None = None,
+    bone_mm: float | None = None,
+    with_cloud: bool = True,
+    finder: Any = None,
+) -> Prediction:
+    """Crop one image like the training pipeline, run the RGB-only model, return joints (and cloud).
+
+    The model's outputs live in the crop's (view-corrected) camera, root-relative and divided
+    by the bone 12 -> 11; they are rotated back with R^T, mirrored back when the hand was
+    mirrored, and scaled by ``bone_mm`` when given. With neither a mask nor a box, ``finder``
+    (a ``crossmodal.finder.model.HandFinder``) gives the hand box and side, or else the whole
+    image is the box; a finder that sees no hand raises :class:`NoHandFound`.
+    """
+    if bone_mm is not None and not (math.isfinite(bone_mm) and bone_mm > 0):
+        raise InputError(f"--bone-mm must be a length > 0 in millimetres, got {bone_mm}")
+    image_path = Path(image_path)
+    image, notes = read_image(image_path)
+    height, width = image.shape[:2]
+    mask, mask_side = None, None
+    if mask_path is not None:
+        mask, mask_side, mask_notes = read_hand_mask(mask_path, image.shape, side)
+        notes += mask_notes
+    region, said = None, None
+    side_source = "--hand" if side else ("mask labels" if mask_side else "not given")
+    if mask is None and bbox is None and finder is not None:
+        region, side, side_source, found_notes, said = finder_region(finder, image, image_path, side,
+                                                                     model.preprocess.crop_margin)
+        notes += found_notes
+    hand = plan_hand(str(model.config.data.dataset), side or mask_side, side_source)
+    if K is None:
+        K = assumed_intrinsics(width, height)
+        K_statement = (f"assumed (no --K): pinhole, focal length = image width ({width} px), "
+                       f"principal point at the image centre ({(width - 1) / 2:g}, {(height - 1) / 2:g})")
+    else:
+        K, K_statement = np.asarray(K, dtype=np.float64), "given with --K"
+    if region is None:
+        region = hand_region(image.shape, mask, bbox, model.preprocess.crop_margin)
+    if bbox is not None and (region.box_lo.min() < -0.5 or region.box_hi[0] > width - 0.5 or region.box_hi[1] > height - 0.5):
+        notes.append(f"--bbox extends beyond the {width}x{height} image of {image_path}; the outside reads as black")
+
+    crop, out, outline = _crop_and_infer(model, image, K, region, hand.mirror)
+    # corrected = R @ camera, so camera-frame rows = corrected rows @ R; then un-mirror and scale.
+    back = np.array([-1.0 if hand.mirror else 1.0, 1.0, 1.0]) * (float(bone_mm) if bone_mm is not None else 1.0)
+    joints = (out["pose"][0].astype(np.float64) @ crop.rotation) * back
+    cloud = (out["cloud"][0].astype(np.float64) @ crop.rotation) * back if with_cloud and "cloud" in out else None
+    root = fit_root_translation(joints, K, region.box_lo, region.box_hi)
+    units = "mm" if bone_mm is not None else NORMALISED_UNITS
+    return Prediction(image_path, image, crop.image, joints, cloud, project(joints + root, K), root, outline, region,
+                      K, K_statement, units, hand, crop.rotation, notes, said)
+
+
+def _crop_and_infer(model: InferenceModel, image: np.ndarray, K: np.ndarray, region: HandRegion,
+                    mirror: bool) -> tuple[Any, dict[str, np.ndarray], np.ndarray]:
+    """The training crop of the hand, the model's outputs on it, and the crop's outline in the image.
+
+    When the hand is mirrored for the model, the model sees the flipped image with the flipped
+    camera (:func:`mirror_intrinsics`) and the crop centre flipped (u -> W - 1 - u); the
+    outline is flipped back so that it is drawn on the image as given.
+    """
+    from crossmodal.data.preprocess import crop_rgb
+
+    width = image.shape[1]
+    centre = region.centre
+    if mirror:
+        image, K, centre = image[:, ::-1], mirror_intrinsics(K, width), np.array([width - 1 - centre[0], centre[1]])
+    crop = crop_rgb(np.ascontiguousarray(image), K, centre, region.side, model.preprocess)
+    s = model.crop_size
+    corners = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [s - 0.5, s - 0.5], [-0.5, s - 0.5]])
+    outline = apply_homography(np.linalg.inv(crop.homography), corners)
+    if mirror:
+        outline[:, 0] = width - 1 - outline[:, 0]
+    return crop, model.predict(crop.image[None]), outline

@@ -1,0 +1,48 @@
+"""Which hand an image shows, and whether it is mirrored for the model (see :func:`plan_hand`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Hands each dataset's frames show, unmirrored (crossmodal/data/rhd.py: the evaluated hand is
+#: either one; the synthetic generator renders left and right hands; crossmodal/data/stb.py:
+#: every STB sequence shows the subject's left hand).
+TRAINING_HANDS = {"rhd": ("left", "right"), "synthetic": ("left", "right"), "stb": ("left",)}
+
+
+@dataclass(frozen=True)
+class HandPlan:
+    """Which hand the image shows, whether it is mirrored for the model, and the sentence saying so."""
+
+    side: str | None  # "left" / "right", or None when neither the user nor the mask says
+    side_source: str  # "--hand", "mask labels", "assumed: the training data's only side", "not given"
+    mirror: bool
+    training_hands: str
+    statement: str
+
+
+def plan_hand(dataset: str, side: str | None, side_source: str) -> HandPlan:
+    """Mirror only when the training data holds one side and the image shows the other.
+
+    RHD and the synthetic hands hold left and right hands unmirrored, so their models see
+    either side as it is. STB holds only left hands: a right hand is flipped left-right for
+    the model and its prediction flipped back (x -> -x in the camera frame).
+    """
+    sides = TRAINING_HANDS.get(dataset)
+    if sides is None:
+        training = f"{dataset}: which hands it holds is not known to predict"
+        return HandPlan(side, side_source, False, training, f"training data {training}; the image is used as is (no mirroring)")
+    training = f"{dataset}: " + (" and ".join(sides) + " hands, unmirrored" if len(sides) > 1 else f"{sides[0]} hands only")
+    if len(sides) > 1:
+        seen = f"the {side} hand" if side else "the hand (side not given)"
+        return HandPlan(side, side_source, False, training,
+                        f"training data holds left and right hands unmirrored: {seen} is predicted as seen, no mirroring")
+    only = sides[0]
+    if side is None:
+        return HandPlan(only, "assumed: the training data's only side", False, training,
+                        f"training data holds {only} hands only; --hand not given, so a {only} hand is assumed; no mirroring")
+    if side == only:
+        return HandPlan(side, side_source, False, training, f"training data holds {only} hands only; the {side} hand is used as is")
+    return HandPlan(side, side_source, True, training,
+                    f"training data holds {only} hands only: the {side} hand was mirrored left-right for the model "
+                    f"and its prediction mirrored back (x -> -x), so the outputs describe the {side} hand")

@@ -1,0 +1,58 @@
+"""export --finder: the image -> joints ONNX graph matches PyTorch under onnxruntime on real
+synthetic images, finds the same box as predict, and its joints are close to predict's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from crossmodal.cli import main
+from crossmodal.export import run_onnx
+from crossmodal.finder.export import default_K
+from crossmodal.finder.model import load_finder
+from crossmodal.predict import load_model, predict_image
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def eval_images(tiny_data: list[str], count: int) -> list[Path]:
+    root = Path(next(o.split("=", 1)[1] for o in tiny_data if o.startswith("data.root="))) / "evaluation" / "color"
+    return sorted(root.glob("*.png"))[:count]
+
+
+def test_image_to_joints_onnx_matches_pytorch_and_predict(tiny_data, tiny_checkpoints, tiny_finder, tmp_path, capsys):
+    from crossmodal.export import export_checkpoint
+
+    finder_ckpt = tiny_finder / "checkpoints" / "best.ckpt"
+    paths = eval_images(tiny_data, 3)
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+    result = export_checkpoint(tiny_checkpoints["poe"], "onnx", tmp_path / "full.onnx", None, finder_ckpt, (320, 320), images)
+    assert result.checked_with == "onnxruntime" and result.max_difference <= 1e-4, result
+    assert result.outputs == ("pose", "cloud", "box", "right", "found")
+    out = run_onnx(result.path, images.transpose(0, 3, 1, 2).astype(np.float32) / 255, default_K((320, 320), 3).numpy())
+    model, finder = load_model(tiny_checkpoints["poe"]), load_finder(finder_ckpt)
+    for k, path in enumerate(paths):
+        found = finder.find(images[k])
+        if found is None:
+            assert out["found"][k] == 0
+            continue
+        assert out["found"][k] == 1 and out["right"][k] == pytest.approx(found.right_probability, abs=1e-4)
+        np.testing.assert_allclose(out["box"][k], found.box, atol=1e-3)  # the same box as predict
+        pred = predict_image(model, path, finder=finder)
+        # The graph supersamples instead of predict's integer box filter: close, not equal.
+        assert np.abs(out["pose"][k] - pred.joints).max() < 0.5
+
+
+def test_cli_export_with_finder_and_bad_image_size(tiny_checkpoints, tiny_finder, tmp_path, capsys):
+    finder_ckpt = str(tiny_finder / "checkpoints" / "best.ckpt")
+    args = ["export", "--ckpt", str(tiny_checkpoints["crossmodal"]), "--finder", finder_ckpt]
+    assert main([*args, "--out", str(tmp_path / "m.onnx"), "--image-size", "160x120"]) == 0
+    out = capsys.readouterr().out
+    assert "input image (B, 3, 120, 160) RGB in [0, 1] and K (B, 3, 3) -> pose, box, right, found" in out
+    assert "checked with onnxruntime" in out
+    assert main([*args, "--image-size", "640"]) == 2
+    assert "--image-size: expected WxH" in capsys.readouterr().err

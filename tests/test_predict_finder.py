@@ -1,0 +1,132 @@
+"""predict with no --mask or --bbox: the hand finder gives the box and side (a tiny finder trained
+for real on the tiny synthetic data), where the finder comes from, images without a hand, an
+image with two hands, and --hand over the finder's side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crossmodal.cli import main
+from crossmodal.finder.metrics import box_iou
+from crossmodal.finder.model import load_finder
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def eval_image(tiny_data: list[str], index: int) -> tuple[Path, np.ndarray]:
+    """Colour PNG of a synthetic evaluation frame and the pixel-edge box of its hand (labels 2-33)."""
+    root = Path(next(o.split("=", 1)[1] for o in tiny_data if o.startswith("data.root="))) / "evaluation"
+    labels = np.asarray(Image.open(root / "mask" / f"{index:05d}.png"))
+    rows, cols = np.nonzero((labels >= 2) & (labels <= 33))
+    return root / "color" / f"{index:05d}.png", np.array([cols.min() - 0.5, rows.min() - 0.5, cols.max() + 0.5, rows.max() + 0.5])
+
+
+def run_predict(capsys, *args) -> tuple[int, str, str]:
+    code = main(["predict", *map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def record(folder: Path) -> dict:
+    return json.loads((folder / "joints.json").read_text())
+
+
+def iou(a, b) -> float:
+    import torch
+
+    return float(box_iou(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64))[0])
+
+
+def test_predict_without_a_box_uses_the_latest_finder_run(tiny_data, tiny_checkpoints, tiny_finder, tmp_path, capsys,
+                                                          monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "latest-finder").symlink_to(tiny_finder)
+    image, truth = eval_image(tiny_data, 0)
+    code, out, err = run_predict(capsys, "--ckpt", tiny_checkpoints["poe"], "--image", image, "--out", "preds")
+    assert code == 0, err
+    assert "the hand finder runs/latest-finder/checkpoints/best.ckpt gives the hand box and side" in out
+    rec = record(tmp_path / "preds" / image.stem)
+    found = load_finder(tiny_finder / "checkpoints" / "best.ckpt").find(np.asarray(Image.open(image).convert("RGB")))
+    assert rec["crop"]["hand_box_source"] == "finder"
+    assert rec["crop"]["hand_box"] == pytest.approx(found.box.tolist(), abs=1e-3)
+    assert rec["hand"]["side"] == rec["crop"]["finder"]["side"] == found.side
+    assert rec["hand"]["side_source"].startswith("finder (p(right) = ")
+    assert iou(found.box, truth) > 0.2  # the box is on the hand
+
+
+def test_no_finder_anywhere_names_the_command_that_makes_one(tiny_data, tiny_checkpoints, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image, _ = eval_image(tiny_data, 0)
+    code, out, err = run_predict(capsys, "--ckpt", tiny_checkpoints["poe"], "--image", image)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "no hand finder" in lines[0] and "train one with `make finder`" in lines[0], err
+    assert not (tmp_path / "predictions").exists()
+
+
+def test_blank_image_is_a_note_and_the_other_images_still_get_results(tiny_data, tiny_checkpoints, tiny_finder,
+                                                                      tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image, _ = eval_image(tiny_data, 1)
+    Image.open(image).save(folder / "b_hand.png")
+    Image.new("RGB", (320, 320), (128, 128, 128)).save(folder / "a_blank.png")
+    code, out, err = run_predict(capsys, "--ckpt", tiny_checkpoints["crossmodal"], "--image", folder,
+                                 "--finder", tiny_finder / "checkpoints" / "best.ckpt", "--out", tmp_path / "out")
+    assert code == 0, err
+    assert f"note: {folder / 'a_blank.png'}: no hand found by the finder" in out
+    assert not (tmp_path / "out" / "a_blank").exists()
+    assert record(tmp_path / "out" / "b_hand")["crop"]["hand_box_source"] == "finder"
+    assert "wrote 1 prediction folder under" in out
+
+
+def test_image_with_two_hands_gets_the_box_of_one(tiny_data, tiny_checkpoints, tiny_finder, tmp_path, capsys):
+    """Two frames side by side: one hand in each half. The box is one hand's, and predict says it saw two."""
+    (left, left_box), (right, right_box) = eval_image(tiny_data, 0), eval_image(tiny_data, 2)
+    both = np.concatenate([np.asarray(Image.open(left).convert("RGB")), np.asarray(Image.open(right).convert("RGB"))], 1)
+    Image.fromarray(both).save(tmp_path / "two.png")
+    right_box = right_box + np.array([320, 0, 320, 0])
+    code, out, err = run_predict(capsys, "--ckpt", tiny_checkpoints["poe"], "--image", tmp_path / "two.png",
+                                 "--finder", tiny_finder / "checkpoints" / "best.ckpt", "--out", tmp_path / "out")
+    assert code == 0, err
+    box = record(tmp_path / "out" / "two")["crop"]["hand_box"]
+    assert box[2] < 320 or box[0] > 319, box  # within one half: one hand, not both
+    assert max(iou(box, left_box), iou(box, right_box)) > 0.2
+    assert "the finder sees 2 hand regions; using the one" in out
+
+
+@pytest.mark.parametrize("override", ["left", "right"])
+def test_hand_overrides_the_finders_side(override, tiny_data, tiny_checkpoints, tiny_finder, tmp_path, capsys):
+    image, _ = eval_image(tiny_data, 0)
+    finder = tiny_finder / "checkpoints" / "best.ckpt"
+    found = load_finder(finder).find(np.asarray(Image.open(image).convert("RGB")))
+    code, out, err = run_predict(capsys, "--ckpt", tiny_checkpoints["poe"], "--image", image, "--finder", finder,
+                                 "--hand", override, "--out", tmp_path)
+    assert code == 0, err
+    rec = record(tmp_path / image.stem)
+    assert rec["hand"]["side"] == override and rec["hand"]["side_source"] == "--hand"
+    assert rec["crop"]["finder"]["side"] == found.side  # what the finder said is kept
+    said = f"--hand {override} overrides the finder's side ({found.side}"
+    assert (said in out) == (override != found.side)
+
+
+def test_shared_model_file_carries_its_finder(tiny_data, tiny_checkpoints, tiny_finder, tmp_path, capsys, monkeypatch):
+    """export --format safetensors --finder bundles the finder; predict then needs nothing else."""
+    shared = tmp_path / "model.safetensors"
+    assert main(["export", "--ckpt", str(tiny_checkpoints["poe"]), "--format", "safetensors", "--out", str(shared),
+                 "--finder", str(tiny_finder / "checkpoints" / "best.ckpt")]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)  # no runs/latest-finder here
+    image, _ = eval_image(tiny_data, 0)
+    code, out, err = run_predict(capsys, "--ckpt", shared, "--image", image, "--out", "preds")
+    assert code == 0, err
+    rec = record(tmp_path / "preds" / image.stem)
+    assert rec["crop"]["finder"]["finder"] == f"{shared} (bundled finder)"
+    direct = load_finder(tiny_finder / "checkpoints" / "best.ckpt").find(np.asarray(Image.open(image).convert("RGB")))
+    assert rec["crop"]["hand_box"] == pytest.approx(direct.box.tolist(), abs=1e-3)
