@@ -30,6 +30,7 @@ from crossmodal.config import AugmentConfig
 from crossmodal.data.augment import augment_batch
 from crossmodal.data.cache import CacheReader
 from crossmodal.data.heatmaps import make_heatmaps
+from crossmodal.data.joints import BONES
 from crossmodal.metrics import KeypointMetrics
 from encoders.rgb_resnet18 import IMAGENET_MEAN, IMAGENET_STD, ResNet18Trunk
 
@@ -66,11 +67,23 @@ def mirror_left(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 class Regressor(nn.Module):
     def __init__(self, head: str, crop: int, maxpool: bool, heat: bool, keypoints: bool = False, side: bool = False,
-                 stem_lateral: bool = False, lifter: int = 0, fc: str = "mlp") -> None:
+                 stem_lateral: bool = False, lifter: int = 0, fc: str = "mlp", refine: bool = False,
+                 bones: bool = False) -> None:
         super().__init__()
         self.side = side
         # The stem's output (stride 2) as a fifth lateral: the maps run at twice layer1's resolution.
         self.stem_lateral = nn.Conv2d(64, 64, 1) if stem_lateral else None
+        # A second keypoint stage (as in Convolutional Pose Machines): it sees the first stage's
+        # maps of every joint beside the features, with a receptive field over the whole map.
+        self.refine = None
+        if refine:
+            layers, c = [], 64 + 21
+            for d in (1, 2, 4):
+                layers += [nn.Conv2d(c, 64, 3, padding=d, dilation=d, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
+                c = 64
+            self.refine = nn.Sequential(*layers, nn.Conv2d(64, 21, 1))
+        # Bone maps: a dense target along the 20 bones from the same fused features.
+        self.bones = nn.Conv2d(64, 20, 1) if bones else None
         # 2D keypoint stage: heatmaps at layer1's resolution from layer1 + upsampled layer2,
         # soft-argmax to crop coordinates, which join the pooled features.
         self.keypoints = keypoints
@@ -120,7 +133,11 @@ class Regressor(nn.Module):
             if self.stem_lateral is not None:
                 fused = fused + self.stem_lateral(x0)
             maps = self.kp_head(fused)  # (B, 21, h, w)
+            self.first_maps = maps
+            if self.refine is not None:
+                maps = self.refine(torch.cat([fused, maps], 1))
             self.maps = maps
+            self.bone_logits = self.bones(fused) if self.bones is not None else None
             b, j, h, w = maps.shape
             prob = maps.flatten(2).float().softmax(-1).view(b, j, h, w)
             # Soft-argmax in crop pixels (cell centres at (i + 0.5) * stride - 0.5).
@@ -142,6 +159,19 @@ class Regressor(nn.Module):
         if self.side:
             x = torch.cat([x, side.view(-1, 1).to(x.dtype)], 1)
         return self.fc(x).view(-1, 21, 3), heat
+
+
+def bone_maps(uv: torch.Tensor, crop: int, size: int, sigma: float = 1.0) -> torch.Tensor:
+    """(B, 20, size, size) maps, exp(-d^2 / 2 sigma^2) with d the distance (in map cells) from each
+    cell centre to a bone's segment."""
+    p = uv * (size / crop) + (size / crop - 1) / 2  # crop pixel centres -> map cell centres
+    grid = torch.stack(torch.meshgrid(torch.arange(size, dtype=uv.dtype), torch.arange(size, dtype=uv.dtype), indexing="xy"), -1)
+    a = p[:, [i for i, _ in BONES]][:, :, None, None]  # (B, 20, 1, 1, 2)
+    b = p[:, [j for _, j in BONES]][:, :, None, None]
+    ab = b - a
+    t = (((grid - a) * ab).sum(-1) / ab.square().sum(-1).clamp_min(1e-6)).clamp(0, 1)
+    d2 = (grid - (a + t[..., None] * ab)).square().sum(-1)
+    return torch.exp(-d2 / (2 * sigma**2))
 
 
 @torch.no_grad()
@@ -181,6 +211,8 @@ def main() -> None:
     p.add_argument("--stem-lateral", action="store_true", help="keypoint maps at stride 2 with the stem as a fifth lateral")
     p.add_argument("--lifter", type=int, default=0, help="width of a residual MLP lifter over the keypoints (0: none)")
     p.add_argument("--fc", default="mlp", choices=["mlp", "linear"], help="head: 64 -> 4 x 128 MLP, or 64 -> linear (the framework's pose_linear)")
+    p.add_argument("--refine", action="store_true", help="a second keypoint stage over the first's maps and the features")
+    p.add_argument("--bones", type=float, default=0.0, help="weight of a BCE to bone maps (20 Gaussian segments) on the fused features")
     p.add_argument("--pose-weight", type=float, default=1.0, help="weight of the 3D pose loss (0: the 2D stage alone)")
     p.add_argument("--rotate", type=float, default=0.5)
     p.add_argument("--no-augment", action="store_true")
@@ -204,7 +236,7 @@ def main() -> None:
     if a.mirror:
         train, val, test = mirror_left(train), mirror_left(val), mirror_left(test)
     crop = train["image"].shape[-1]
-    model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0 or a.kpce > 0, a.side, a.stem_lateral, a.lifter, a.fc)
+    model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0 or a.kpce > 0, a.side, a.stem_lateral, a.lifter, a.fc, a.refine, a.bones > 0)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
@@ -258,10 +290,15 @@ def main() -> None:
         if a.kp > 0:
             loss = loss + a.kp * ((heat.float() - batch["uv"]) / (crop / 2)).abs().sum((1, 2)).mean()
         if a.kpce > 0:
-            maps = model.maps.float()
-            target = make_heatmaps(batch["uv"], torch.ones_like(batch["visible"]), crop, maps.shape[-1], 1.0)
-            target = target.flatten(2) / target.flatten(2).sum(-1, keepdim=True).clamp_min(1e-6)
-            loss = loss + a.kpce * -(target * maps.flatten(2).log_softmax(-1)).sum(-1).sum(-1).mean()
+            for maps in ([model.maps, model.first_maps] if a.refine else [model.maps]):
+                maps = maps.float()
+                target = make_heatmaps(batch["uv"], torch.ones_like(batch["visible"]), crop, maps.shape[-1], 1.0)
+                target = target.flatten(2) / target.flatten(2).sum(-1, keepdim=True).clamp_min(1e-6)
+                loss = loss + a.kpce * -(target * maps.flatten(2).log_softmax(-1)).sum(-1).sum(-1).mean()
+        if a.bones > 0:
+            logits = model.bone_logits.float()
+            target = bone_maps(batch["uv"], crop, logits.shape[-1])
+            loss = loss + a.bones * F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum((1, 2, 3)).mean() / 20
         if a.heat > 0:
             target = make_heatmaps(batch["uv"], batch["visible"], crop, heat_size, 1.0)
             loss = loss + a.heat * (heat.float() - target).square().sum((2, 3)).sum(1).mean()
