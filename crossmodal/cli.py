@@ -347,7 +347,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {result.path}: the model's weights and config{bundled}, no pickle; use it as --ckpt")
     elif args.finder:
         height, width = _image_size(args.image_size)
-        print(f"wrote {result.path}: input image (B, 3, {height}, {width}) RGB in [0, 1] and K (B, 3, 3) -> "
+        print(f"wrote {result.path}: input image (1, 3, {height}, {width}) RGB in [0, 1] and K (1, 3, 3) -> "
               f"{', '.join(result.outputs)}")
     else:
         print(f"wrote {result.path}: input image (B, 3, {size}, {size}) RGB crop in [0, 1] -> {', '.join(result.outputs)}")

@@ -121,7 +121,8 @@ def _inputs(example: int | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return (example_batch(example),) if isinstance(example, int) else tuple(example)
 
 
-def export_onnx(graph: nn.Module, path: Path, example: int | tuple[Tensor, ...], metadata: dict[str, str]) -> tuple[str, ...]:
+def export_onnx(graph: nn.Module, path: Path, example: int | tuple[Tensor, ...], metadata: dict[str, str],
+                dynamic_batch: bool = True) -> tuple[str, ...]:
     """Write the ONNX file (dynamic batch) atomically; returns the output names. ``example``: the
     crop size of an RGB graph, or the tracing inputs (image [, K])."""
     from crossmodal.io import atomic_path
@@ -138,7 +139,7 @@ def export_onnx(graph: nn.Module, path: Path, example: int | tuple[Tensor, ...],
     with atomic_path(path, suffix=".onnx") as tmp, _quiet_exporter():
         program = torch.onnx.export(
             graph, inputs, input_names=["image", "K"][: len(inputs)], output_names=list(graph.outputs),
-            dynamic_shapes=tuple({0: batch} for _ in inputs), dynamo=True, verbose=False,
+            dynamic_shapes=tuple({0: batch} for _ in inputs) if dynamic_batch else None, dynamo=True, verbose=False,
             external_data=False,
         )
         proto = program.model_proto
@@ -227,8 +228,12 @@ def check_export(graph: nn.Module, path: Path, fmt: str, images: int | Tensor,
             import onnxruntime  # noqa: F401
         except ImportError:
             return None, None
-        out = run_onnx(path, images.numpy(), None if K is None else K.numpy())
-        return _max_difference(reference, [out[name] for name in graph.outputs]), "onnxruntime"
+        if K is None:
+            out = run_onnx(path, images.numpy())
+            return _max_difference(reference, [out[name] for name in graph.outputs]), "onnxruntime"
+        # The image -> joints graph takes one image at a time (a fixed batch of 1).
+        outs = [run_onnx(path, images[i : i + 1].numpy(), K[i : i + 1].numpy()) for i in range(len(images))]
+        return _max_difference(reference, [np.concatenate([o[name] for o in outs]) for name in graph.outputs]), "onnxruntime"
     if fmt == "torchscript":
         loaded, checker = torch.jit.load(str(path)), "torch.jit.load"
     else:

@@ -68,10 +68,10 @@ def export_with_finder(model: Any, finder_path: str | Path, fmt: str, path: Path
     if cloud:
         model.require_cloud("export --cloud")
     graph = ImageToJoints(finder, model, image_size, model.has_cloud if cloud is None else cloud).eval()
-    inputs = example_inputs(image_size)
+    inputs = example_inputs(image_size, count=1)
     if fmt == "onnx":
         metadata = {**graph_metadata(model, ("pose",)), **_metadata(graph, finder)}
-        export_onnx(graph, path, inputs, metadata)
+        export_onnx(graph, path, inputs, metadata, dynamic_batch=False)
     else:
         export_torchscript(graph, path, inputs)
     images = torch.from_numpy(np.asarray(check_images)).permute(0, 3, 1, 2).float() / 255 if check_images is not None else None
@@ -83,7 +83,7 @@ def export_with_finder(model: Any, finder_path: str | Path, fmt: str, path: Path
 def _metadata(graph: ImageToJoints, finder: Any) -> dict[str, str]:
     height, width = graph.image_size
     return {
-        "crossmodal.input": f"image: float32 (B, 3, {height}, {width}) RGB in [0, 1]; K: float32 (B, 3, 3) intrinsics",
+        "crossmodal.input": f"image: float32 (1, 3, {height}, {width}) RGB in [0, 1]; K: float32 (1, 3, 3) intrinsics",
         "crossmodal.outputs": "; ".join(graph.outputs),
         "crossmodal.frame": "pose/cloud: root-relative, divided by bone 12->11, in the image's camera; box: pixel edges",
         "crossmodal.finder": json.dumps({"source": finder.source, **finder.config["finder"]}),

@@ -1,7 +1,7 @@
 """Image -> joints in one graph (ONNX / TorchScript): area downscale, finder, hand box, the
 training crop as a homography sample, RGB encoder, decoders, joints back in the image's camera.
 
-Inputs: ``image`` float32 (B, 3, H, W) RGB in [0, 1] at the size fixed at export, ``K`` (B, 3, 3)
+Inputs (one image at a time): ``image`` float32 (1, 3, H, W) RGB in [0, 1] at the size fixed at export, ``K`` (1, 3, 3)
 intrinsics (predict's default camera: focal = image width, principal point at the centre).
 Outputs: ``pose`` (B, 21, 3) root-relative, divided by the bone 12->11, in the image's camera;
 ``cloud`` likewise (when exported); ``box`` (B, 4) the hand box's pixel edges; ``right`` (B,)
