@@ -219,10 +219,17 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_loggers: bool = True) -> 
             filename="best",
             monitor="val/epe_mean" if has_val else None,
             mode="min",
-            save_last=True,
             save_top_k=1,
             enable_version_counter=False,
         )
+    )
+    # Not save_last=True: since Lightning 2.6 that refreshes last.ckpt only when best.ckpt is
+    # written, so a run whose last epochs do not improve would resume (and the experiment runner
+    # would reuse it) from a stale epoch. A monitor-free checkpoint after the best one is written
+    # every epoch, with the best one's updated state inside.
+    callbacks.append(
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                        enable_version_counter=False)
     )
     loggers: list[Any] = []
     if with_loggers:
@@ -302,7 +309,8 @@ def train(cfg: DictConfig) -> RunResult:
         # or was interrupted after one was written).
         if trainer.is_global_zero and any((run_dir / "checkpoints").glob("*.ckpt")):
             point_latest(run_dir)
-    best = trainer.checkpoint_callback.best_model_path or trainer.checkpoint_callback.last_model_path
+    # The best checkpoint, or (no validation ran yet, e.g. max_steps inside the first epoch) the last.
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.best_model_path), "")
     is_zero = trainer.is_global_zero
     _leave_process_group()
     metrics = None

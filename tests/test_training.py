@@ -194,12 +194,13 @@ def test_train_eval_and_resume_at_same_step(tiny_data, tmp_path, capsys):
 
 
 def test_cpu_profile_training_features_run_end_to_end(tiny_data, tmp_path, capsys):
-    """The CPU profile's keypoint stage, cosine schedule and bf16 autocast, at tiny size: training
+    """The CPU profile's keypoint stage, linear pose decoder, cosine schedule and bf16 autocast, at tiny size: training
     logs the 2D term and wall time, the schedule ends at lr 0, and evaluation runs in fp32."""
     import csv
 
     common = [*tiny_data, f"out_dir={tmp_path}", "name=run", "model.strategy=poe", "trainer.max_epochs=2",
               "model.encoder_options.rgb_resnet18.keypoints=true", "model.encoder_options.rgb_resnet18.keypoint_ce=1.0",
+              "model.decoder_options.pose_mlp.hidden=[]",
               "optim.schedule=cosine", "optim.warmup_fraction=0.25", "trainer.precision=bf16-mixed"]
     assert main(["train", *common]) == 0
     assert "EPE mean" in capsys.readouterr().out
@@ -210,6 +211,8 @@ def test_cpu_profile_training_features_run_end_to_end(tiny_data, tmp_path, capsy
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["lr_schedulers"][0]["last_epoch"] == 8  # stepped once per step, not per validation
     assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    pose_decoder = sorted(k for k in last["state_dict"] if k.startswith("strategy.decoders.pose."))
+    assert pose_decoder == ["strategy.decoders.pose.out.bias", "strategy.decoders.pose.out.weight"]  # one linear map
 
 
 def test_nonfinite_loss_stops_with_step_term_and_checkpoint(tiny_data, tmp_path, capsys):
@@ -276,3 +279,35 @@ def test_ddp_two_cpu_processes(tiny_data, tmp_path):
     ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 2
     assert "EPE mean" in result.stdout
+
+
+def test_last_checkpoint_is_the_last_epoch_when_validation_stops_improving(tmp_path):
+    """Lightning 2.6's save_last refreshes last.ckpt only when best.ckpt is written: a run whose
+    validation got worse would leave last.ckpt (what resume and the experiment runner read) at an
+    earlier epoch. The trainer's checkpoints must keep last.ckpt at the last epoch."""
+    import lightning as L
+
+    from crossmodal.train import build_trainer
+
+    class Worsening(L.LightningModule):  # validation EPE 1, 2, 3: only epoch 0 is the best
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - batch[0]).square().mean()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/epe_mean", float(self.current_epoch + 1))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = lambda: torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 1)), batch_size=2)  # noqa: E731
+    cfg = load_config(None, ["trainer.max_epochs=3", "trainer.progress=false", "trainer.accelerator=cpu", "trainer.devices=1"])
+    trainer = build_trainer(cfg, tmp_path, with_loggers=False)
+    trainer.fit(Worsening(), loader(), loader())
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert best["global_step"] == 2 and last["global_step"] == 6
+    assert last["epoch"] == 2
