@@ -7,7 +7,7 @@ with and without the hand side. If it lands far below the checkpoint's own EPE, 
 reads the coordinates is the limit; if level with it, the 2D stage is
 (benchmarks/results/learning.md).
 
-    python experiments/lift_predicted.py runs/<run>/checkpoints/best.ckpt \
+    python -m experiments.lift_predicted runs/<run>/checkpoints/best.ckpt \
         --cache data/cache/synthetic_training_<hash>.h5 --test data/cache/synthetic_evaluation_<hash>.h5
 """
 

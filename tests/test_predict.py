@@ -278,3 +278,19 @@ def test_image_far_larger_than_the_crop(tiny_checkpoints, poe_model, tmp_path):
     # flat grey, no aliasing. (The square crop reaches beyond the 4:3 image, where it reads black.)
     centre = pred.crop[12:20, 12:20].astype(np.float64)
     assert abs(centre.mean() - 127.5) < 5 and centre.std() < 5
+
+
+@pytest.mark.parametrize("which", ["image", "mask"])
+def test_decompression_bomb_image_or_mask_is_a_one_line_error(tmp_path, monkeypatch, which):
+    """An image or mask whose pixel count Pillow refuses as a decompression bomb is an InputError
+    naming the option and the file, like any unreadable input."""
+    from crossmodal.predict import read_hand_mask, read_image
+    from crossmodal.predict.inputs import InputError
+
+    path = tmp_path / f"{which}.png"
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 4096 pixels > 2 x 100: Pillow raises
+    with pytest.raises(InputError) as err:
+        read_image(path) if which == "image" else read_hand_mask(path, (64, 64), None)
+    option = "--image" if which == "image" else "--mask"
+    assert str(err.value).startswith(f"{option} {path}: too large to decode safely") and "\n" not in str(err.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -24,8 +24,24 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+T = TypeVar("T")
+
+
+def _decode(path: Path, option: str, read: Callable[[Any], T]) -> T:
+    """``read`` applied to the loaded Pillow image of ``path``; a missing, undecodable or
+    decompression-bomb file is a one-line InputError naming ``option`` and the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise InputError(f"{option} {path}: no such file")
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return read(opened)
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{option} {path}: too large to decode safely ({_one_line(exc)})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{option} {path}: not a readable image ({_one_line(exc)})") from None
 
 
 def read_image(path: str | Path, option: str = "--image") -> tuple[np.ndarray, list[str]]:
@@ -35,20 +51,10 @@ def read_image(path: str | Path, option: str = "--image") -> tuple[np.ndarray, l
     photo carrying an EXIF orientation is turned upright, because the model only knows upright
     8-bit RGB crops.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import ImageOps
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{option} {path}: no such file")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            orientation = opened.getexif().get(0x0112, 1)
-            im = ImageOps.exif_transpose(opened)
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{option} {path}: too large to decode safely ({_one_line(exc)})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{option} {path}: not a readable image ({_one_line(exc)})") from None
+    orientation, im = _decode(path, option, lambda opened: (opened.getexif().get(0x0112, 1), ImageOps.exif_transpose(opened)))
     notes = [f"{path} was rotated upright by its EXIF orientation ({orientation})"] if orientation not in (1, None) else []
     return _to_rgb(im, path, notes), notes
 
@@ -81,19 +87,10 @@ def read_hand_mask(path: str | Path, image_shape: tuple[int, ...], side: str | N
     hand with more pixels, and says which side that is. Any other mask is binary: pixels
     above half its maximum are the hand.
     """
-    from PIL import Image, UnidentifiedImageError
-
     from crossmodal.data.rhd import hand_mask, hand_pixel_counts
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--mask {path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            values = np.asarray(im.convert("RGB") if im.mode in ("P", "PA", "CMYK", "YCbCr") else im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"--mask {path}: not a readable image ({_one_line(exc)})") from None
+    values = _decode(path, "--mask", lambda im: np.asarray(im.convert("RGB") if im.mode in ("P", "PA", "CMYK", "YCbCr") else im))
     if values.ndim == 3:
         values = values[..., :3].max(axis=-1)  # any colour channel marks the hand
     height, width = image_shape[:2]
