@@ -31,6 +31,10 @@ class PreprocessConfig:
     crop_size: int = 64  # side of the square RGB crop fed to the encoder (256 in the paper)
     crop_margin: float = 1.4  # crop side = margin * longest side of the hand-mask box
     view_correction: bool = True  # rotate the virtual camera onto the hand (paper Fig. 5)
+    # Then roll it about the view axis so the hand mask's long axis points up (not in the paper;
+    # needs view_correction and the hand's pixels, which the mask, the finder or STB's skeleton
+    # region give). A from-scratch encoder no longer has to learn every in-plane orientation.
+    orient: bool = False
     pool_size: int = 1024  # farthest-point-sampled cloud points kept per frame
     root_joint: int = 0  # pose and cloud are expressed relative to this joint
     outlier_max_dist: float = 2.5  # drop cloud points beyond the depth range of the hand joints by more than this * bone scale
@@ -289,6 +293,8 @@ def validate(cfg: Any) -> None:
     for key in ("data.num_points", "data.batch_size", "data.preprocess.crop_size", "data.preprocess.pool_size"):
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
+    if cfg.data.preprocess.orient and not cfg.data.preprocess.view_correction:
+        raise ConfigError("data.preprocess.orient rolls the view-corrected camera: it needs data.preprocess.view_correction: true")
     if cfg.data.num_points > cfg.data.preprocess.pool_size:
         raise ConfigError(
             f"data.num_points ({cfg.data.num_points}) cannot exceed data.preprocess.pool_size ({cfg.data.preprocess.pool_size})"

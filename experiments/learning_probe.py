@@ -65,11 +65,47 @@ def mirror_left(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def orient_upright(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Upper bound of an in-plane orientation normalisation: each crop rotated about its centre
+    so that the ground-truth palm axis (wrist -> middle knuckle, joints 0 -> 12) points up, with
+    the same rotation Rz about the view axis applied to the 3D pose. The protocol's EPE is
+    unchanged by a rotation of prediction and ground truth alike. Not usable at test time (it
+    reads the labels): it measures what a canonical orientation could be worth."""
+    from crossmodal.data.augment import warp_images
+    d = data["uv"][:, 12] - data["uv"][:, 0]
+    angle = -math.pi / 2 - torch.atan2(d[:, 1], d[:, 0])  # rotate the axis onto (0, -1)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero, one = torch.zeros_like(cos), torch.ones_like(cos)
+    size = data["image"].shape[-1]
+    c = (size - 1) / 2.0
+    A = torch.stack([torch.stack([cos, -sin, c - (cos - sin) * c], -1), torch.stack([sin, cos, c - (sin + cos) * c], -1),
+                     torch.stack([zero, zero, one], -1)], 1)
+    Rz = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1), torch.stack([zero, zero, one], -1)], 1)
+    out = dict(data)
+    images = []
+    for i in range(0, len(angle), 256):
+        images.append((warp_images(data["image"][i:i + 256].float(), A[i:i + 256]).round().clamp(0, 255)).to(torch.uint8))
+    out["image"] = torch.cat(images)
+    uv = torch.cat([data["uv"], torch.ones_like(data["uv"][..., :1])], -1) @ A.transpose(1, 2)
+    out["uv"] = uv[..., :2]
+    out["pose"] = data["pose"] @ Rz.transpose(1, 2)
+    return out
+
+
 class Regressor(nn.Module):
     def __init__(self, head: str, crop: int, maxpool: bool, heat: bool, keypoints: bool = False, side: bool = False,
                  stem_lateral: bool = False, lifter: int = 0, fc: str = "mlp", refine: bool = False,
-                 bones: bool = False) -> None:
+                 bones: bool = False, topdown: int = 0) -> None:
         super().__init__()
+        # A top-down path (FPN / U-Net decoder): at each scale the upsampled coarser map plus a
+        # lateral of the trunk's map goes through a 3x3 conv, so context and detail mix
+        # nonlinearly at every scale instead of in one sum at the end.
+        self.topdown = None
+        if topdown:
+            conv = lambda: nn.Sequential(nn.Conv2d(topdown, topdown, 3, padding=1, bias=False), nn.BatchNorm2d(topdown), nn.ReLU())
+            self.topdown = nn.ModuleDict({"lat": nn.ModuleList([nn.Conv2d(c, topdown, 1) for c in (64, 128, 256, 512)]),
+                                          "conv": nn.ModuleList([conv() for _ in range(3)]),
+                                          "out": nn.Conv2d(topdown, 64, 1)})
         self.side = side
         # The stem's output (stride 2) as a fifth lateral: the maps run at twice layer1's resolution.
         self.stem_lateral = nn.Conv2d(64, 64, 1) if stem_lateral else None
@@ -128,8 +164,15 @@ class Regressor(nn.Module):
         self.maps = None
         if self.keypoints:
             size = x0.shape[-2:] if self.stem_lateral is not None else x1.shape[-2:]
-            fused = sum(F.interpolate(lat(c), size=size, mode="bilinear", align_corners=False) if c.shape[-2:] != size else lat(c)
-                        for lat, c in zip(self.kp_laterals, (x1, x, x3, x4)))
+            if self.topdown is not None:
+                td = self.topdown
+                f = td["lat"][3](x4)
+                for i, c in ((2, x3), (1, x), (0, x1)):
+                    f = td["conv"][i](F.interpolate(f, size=c.shape[-2:], mode="nearest") + td["lat"][i](c))
+                fused = td["out"](f)
+            else:
+                fused = sum(F.interpolate(lat(c), size=size, mode="bilinear", align_corners=False) if c.shape[-2:] != size else lat(c)
+                            for lat, c in zip(self.kp_laterals, (x1, x, x3, x4)))
             if self.stem_lateral is not None:
                 fused = fused + self.stem_lateral(x0)
             maps = self.kp_head(fused)  # (B, 21, h, w)
@@ -213,6 +256,8 @@ def main() -> None:
     p.add_argument("--fc", default="mlp", choices=["mlp", "linear"], help="head: 64 -> 4 x 128 MLP, or 64 -> linear (the framework's pose_linear)")
     p.add_argument("--refine", action="store_true", help="a second keypoint stage over the first's maps and the features")
     p.add_argument("--bones", type=float, default=0.0, help="weight of a BCE to bone maps (20 Gaussian segments) on the fused features")
+    p.add_argument("--topdown", type=int, default=0, help="width of a top-down path (3x3 conv per scale) feeding the keypoint head (0: the summed laterals)")
+    p.add_argument("--orient", action="store_true", help="upper bound: crops rotated so the ground-truth palm axis points up")
     p.add_argument("--pose-weight", type=float, default=1.0, help="weight of the 3D pose loss (0: the 2D stage alone)")
     p.add_argument("--rotate", type=float, default=0.5)
     p.add_argument("--no-augment", action="store_true")
@@ -235,8 +280,10 @@ def main() -> None:
     test = load(a.test)
     if a.mirror:
         train, val, test = mirror_left(train), mirror_left(val), mirror_left(test)
+    if a.orient:
+        train, val, test = orient_upright(train), orient_upright(val), orient_upright(test)
     crop = train["image"].shape[-1]
-    model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0 or a.kpce > 0, a.side, a.stem_lateral, a.lifter, a.fc, a.refine, a.bones > 0)
+    model = Regressor(a.head, crop, not a.no_maxpool, a.heat > 0, a.kp > 0 or a.kpce > 0, a.side, a.stem_lateral, a.lifter, a.fc, a.refine, a.bones > 0, a.topdown)
     if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)

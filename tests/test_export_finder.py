@@ -48,6 +48,27 @@ def test_image_to_joints_onnx_matches_pytorch_and_predict(tiny_data, tiny_checkp
         assert np.abs(out["pose"] - pred.joints).max() < 0.5
 
 
+def test_graph_roll_equals_the_training_pipelines(tiny_data):
+    """The graph's batched roll (crossmodal.finder.graph.roll_upright) turns a hand mask as
+    geometry.roll_upright turns its pixels, and an empty mask is not turned."""
+    import torch
+
+    from crossmodal.data import geometry
+    from crossmodal.finder.graph import roll_upright
+
+    root = Path(next(o.split("=", 1)[1] for o in tiny_data if o.startswith("data.root="))) / "evaluation" / "mask"
+    masks = [np.asarray(Image.open(p)) for p in sorted(root.glob("*.png"))[:3]]
+    hands = np.stack([(m >= 2) & (m <= 33) for m in masks] + [np.zeros_like(masks[0], dtype=bool)])
+    rng = np.random.default_rng(0)
+    H = np.stack([np.array([[0.3, 0.02, -10.0], [-0.01, 0.3, -5.0], [1e-4, 2e-4, 1.0]]) + rng.normal(0, 1e-3, (3, 3)) for _ in hands])
+    graph = roll_upright(torch.from_numpy(hands), torch.from_numpy(H))
+    for k, hand in enumerate(hands[:-1]):
+        rows, cols = np.nonzero(hand)
+        expected = geometry.roll_upright(geometry.apply_homography(H[k], np.stack([cols, rows], 1).astype(np.float64)))
+        np.testing.assert_allclose(graph[k].numpy(), expected, atol=1e-6)
+    np.testing.assert_array_equal(graph[-1].numpy(), np.eye(3))
+
+
 def test_cli_export_with_finder_and_bad_image_size(tiny_checkpoints, tiny_finder, tmp_path, capsys):
     finder_ckpt = str(tiny_finder / "checkpoints" / "best.ckpt")
     args = ["export", "--ckpt", str(tiny_checkpoints["crossmodal"]), "--finder", finder_ckpt]

@@ -124,6 +124,34 @@ def test_other_hand_is_mirrored_when_training_data_holds_one_side(tiny_data, poe
     np.testing.assert_allclose(right.uv[:, 0], width - 1 - left.uv[:, 0], atol=1e-6)  # the overlay mirrors too
 
 
+def test_oriented_model_crops_like_the_training_pipeline_and_needs_the_hands_pixels(tiny_data, poe_model):
+    """A model trained with preprocess.orient: predict's crop turned by the mask is the one
+    preprocess_frame makes of the same frame, its joints are rotated back with that crop's R, and a
+    --bbox (no hand pixels) is a one-line error that says what to give instead."""
+    import dataclasses
+
+    from crossmodal.data.preprocess import preprocess_frame
+    from crossmodal.predict import InputError
+
+    image, mask, frame = eval_frame(tiny_data, 2)
+    poe_model.config.data.preprocess.orient = True  # the module-scoped model: restored below
+    try:
+        pred = predict_image(poe_model, image, mask, K=frame["K"], side=frame["hand_side"])
+        with pytest.raises(InputError) as excinfo:
+            predict_image(poe_model, image, bbox=(10, 10, 40, 40), K=frame["K"])
+        cfg = poe_model.preprocess
+    finally:
+        poe_model.config.data.preprocess.orient = False
+    sample = preprocess_frame(frame, cfg)
+    assert np.array_equal(pred.crop, sample["image"])
+    np.testing.assert_allclose(pred.rotation, sample["rotation"], atol=1e-6)
+    np.testing.assert_allclose(pred.joints, poe_model.predict(sample["image"][None])["pose"][0] @ sample["rotation"], atol=1e-5)
+    plain = preprocess_frame(frame, dataclasses.replace(cfg, orient=False))
+    assert not np.allclose(plain["rotation"], sample["rotation"], atol=1e-3)  # the crop really was turned
+    message = str(excinfo.value)
+    assert "\n" not in message and "--bbox" in message and "--mask" in message and "finder" in message
+
+
 def test_hand_plan_states_the_training_data():
     both = plan_hand("synthetic", None, "not given")
     assert not both.mirror and "left and right hands unmirrored" in both.statement

@@ -153,9 +153,9 @@ def unnormalised(sample: dict, key: str) -> np.ndarray:
 CFG = PreprocessConfig(crop_size=64, pool_size=256)
 
 
-@pytest.mark.parametrize("view_correction", [True, False])
-def test_uv_is_projection_of_corrected_joints(view_correction: bool) -> None:
-    cfg = dataclasses.replace(CFG, view_correction=view_correction)
+@pytest.mark.parametrize("view_correction, orient", [(True, False), (False, False), (True, True)])
+def test_uv_is_projection_of_corrected_joints(view_correction: bool, orient: bool) -> None:
+    cfg = dataclasses.replace(CFG, view_correction=view_correction, orient=orient)
     frame = render_hand_frame(seed=1)
     sample = preprocess_frame(frame, cfg)
     corrected = unnormalised(sample, "pose")
@@ -172,13 +172,13 @@ def test_uv_is_projection_of_corrected_joints(view_correction: bool) -> None:
         np.testing.assert_array_equal(sample["rotation"], np.eye(3, dtype=np.float32))
 
 
-@pytest.mark.parametrize("view_correction", [True, False])
-def test_image_content_follows_keypoints(view_correction: bool) -> None:
+@pytest.mark.parametrize("view_correction, orient", [(True, False), (False, False), (True, True)])
+def test_image_content_follows_keypoints(view_correction: bool, orient: bool) -> None:
     frame = render_hand_frame(seed=2)
     u, v = np.rint(frame["uv"][9]).astype(int)  # middle fingertip
     frame["image"][v - 1 : v + 2, u - 1 : u + 2] = 255
     frame["image"][..., 2] = np.minimum(frame["image"][..., 2], 200)  # only the dot is white
-    sample = preprocess_frame(frame, dataclasses.replace(CFG, crop_size=128, view_correction=view_correction))
+    sample = preprocess_frame(frame, dataclasses.replace(CFG, crop_size=128, view_correction=view_correction, orient=orient))
     whiteness = sample["image"].astype(int).min(axis=-1)
     peak = np.unravel_index(np.argmax(whiteness), whiteness.shape)
     dot_uv = np.array([u, v], dtype=np.float64)  # the dot's centre pixel
@@ -204,6 +204,64 @@ def test_view_correction_centres_the_hand() -> None:
     off_axis = lambda c: np.degrees(np.arctan2(np.linalg.norm(c.mean(0)[:2]), c.mean(0)[2]))  # noqa: E731
     assert off_axis(cloud_camera) > 8.0
     assert off_axis(cloud_corrected) < 2.0
+
+
+def naive_roll_upright(points_uv: np.ndarray) -> np.ndarray:
+    """Twin of ``geometry.roll_upright``: the principal axis by eigendecomposition, signed by the
+    third moment, turned onto image-up by the angle between them."""
+    d = points_uv - points_uv.mean(axis=0)
+    _, vectors = np.linalg.eigh(np.cov(d.T, bias=True))
+    axis = vectors[:, -1] * (1 if np.mean((d @ vectors[:, -1]) ** 3) >= 0 else -1)
+    angle = -np.pi / 2 - np.arctan2(axis[1], axis[0])
+    return geometry.axis_angle_to_matrix(np.array([0.0, 0.0, angle]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_roll_upright_equals_its_naive_twin(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # A palm (a blob) with fingers (a thinner, longer tail) along a random direction.
+    direction = np.array([np.cos(rng.uniform(-np.pi, np.pi)), np.sin(rng.uniform(-np.pi, np.pi))])
+    direction /= np.linalg.norm(direction)
+    across = np.array([-direction[1], direction[0]])
+    palm = rng.normal(0.0, 6.0, (400, 2))
+    fingers = np.outer(rng.uniform(6.0, 30.0, 200), direction) + np.outer(rng.normal(0.0, 4.0, 200), across)
+    points = np.concatenate([palm, fingers]) + rng.uniform(0, 64, 2)
+    R = geometry.roll_upright(points)
+    np.testing.assert_allclose(R, naive_roll_upright(points), atol=1e-9)
+    # The fingers' direction ends up pointing up the image (-v), and R is a rotation about z.
+    np.testing.assert_allclose(R[:2, :2] @ direction, [0.0, -1.0], atol=0.15)
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(R) > 0
+
+
+def test_orient_turns_the_hand_upright_and_keeps_the_crop_centred() -> None:
+    """The hand's pixels, carried into the oriented crop, have their long axis along v with the
+    tail (the fingers) up; the crop stays centred on the hand, which only turned about it."""
+    for seed in range(3):
+        frame = render_hand_frame(seed=seed)
+        plain = preprocess_frame(frame, CFG)
+        oriented = preprocess_frame(frame, dataclasses.replace(CFG, orient=True))
+        rows, cols = np.nonzero(frame["mask"] >= 18)
+        pixels = np.stack([cols, rows], axis=1).astype(np.float64)
+        H = oriented["K_crop"].astype(np.float64) @ oriented["rotation"] @ np.linalg.inv(frame["K"])
+        carried = geometry.apply_homography(H, pixels)
+        np.testing.assert_allclose(geometry.roll_upright(carried), np.eye(3), atol=1e-4)
+        # A turn about the view axis: the pose is the plain one rotated about z, and K is unchanged.
+        turn = oriented["rotation"].astype(np.float64) @ plain["rotation"].T.astype(np.float64)
+        np.testing.assert_allclose(turn[2], [0.0, 0.0, 1.0], atol=1e-5)
+        np.testing.assert_allclose(oriented["pose"], plain["pose"] @ turn.T.astype(np.float32), atol=1e-4)
+        np.testing.assert_array_equal(oriented["K_crop"], plain["K_crop"])
+
+
+def test_orient_needs_view_correction_and_hand_pixels() -> None:
+    from crossmodal.data.preprocess import crop_rgb
+    from crossmodal.errors import ConfigError, DataError
+
+    frame = render_hand_frame(seed=0)
+    with pytest.raises(ConfigError, match="view_correction"):
+        preprocess_frame(frame, dataclasses.replace(CFG, orient=True, view_correction=False))
+    with pytest.raises(DataError, match="hand's pixels"):
+        crop_rgb(frame["image"], frame["K"], np.array([100.0, 100.0]), 80.0, dataclasses.replace(CFG, orient=True))
 
 
 def test_cloud_lies_on_the_hand_and_strays_are_removed() -> None:

@@ -64,6 +64,31 @@ def rotation_to_optical_axis(direction: np.ndarray) -> np.ndarray:
     return axis_angle_to_matrix(axis * np.arctan2(sin, cos))
 
 
+def roll_upright(points_uv: np.ndarray) -> np.ndarray:
+    """Rotation ``Rz`` about the view axis that turns the long axis of a 2D point set upright.
+
+    ``points_uv`` (N, 2) are the hand's pixels in a view-corrected crop. Their principal axis
+    (largest second moment, in closed form so that the ONNX graph of ``crossmodal.finder.graph``
+    computes the same) is signed by the third moment along it, so that it points to the long
+    tail of the set: on an open hand, from the dense palm towards the thinner fingers. ``Rz``
+    maps that direction onto image-up (0, -1); with square pixels, a crop rendered through
+    ``Rz`` is the old one turned about the principal point. A set of fewer than two points, or
+    an isotropic one, still gets a deterministic roll, which is all that training and inference
+    need to agree on.
+    """
+    uv = np.asarray(points_uv, dtype=np.float64)
+    if len(uv) < 2:
+        return np.eye(3)
+    d = uv - uv.mean(axis=0)
+    a, b, c = np.mean(d[:, 0] ** 2), np.mean(d[:, 0] * d[:, 1]), np.mean(d[:, 1] ** 2)
+    theta = 0.5 * np.arctan2(2.0 * b, a - c)
+    axis = np.array([np.cos(theta), np.sin(theta)])
+    if np.mean((d @ axis) ** 3) < 0:
+        axis = -axis
+    # The rotation taking ``axis`` to (0, -1): angle -pi/2 - theta, written with the axis itself.
+    return np.array([[-axis[1], axis[0], 0.0], [-axis[0], -axis[1], 0.0], [0.0, 0.0, 1.0]])
+
+
 def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
     """Rodrigues' formula: rotation vector (axis * angle, radians) -> 3x3 matrix."""
     rotvec = np.asarray(rotvec, dtype=np.float64)

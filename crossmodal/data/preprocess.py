@@ -30,7 +30,7 @@ from crossmodal.config import PreprocessConfig
 from crossmodal.data import geometry, pointcloud
 from crossmodal.data.joints import NUM_JOINTS, bone_scale
 from crossmodal.data.rhd import hand_mask as hand_pixel_mask
-from crossmodal.errors import DataError, EmptyHandError
+from crossmodal.errors import ConfigError, DataError, EmptyHandError
 
 HAND_SIDE_CODES = {"left": 0, "right": 1}
 
@@ -112,17 +112,28 @@ class RGBCrop:
     homography: np.ndarray  # original pixel -> crop pixel, K_crop @ R @ inv(K)
 
 
-def crop_rgb(image: np.ndarray, K: np.ndarray, centre: np.ndarray, side: float, cfg: PreprocessConfig) -> RGBCrop:
+def crop_rgb(image: np.ndarray, K: np.ndarray, centre: np.ndarray, side: float, cfg: PreprocessConfig,
+             hand_uv: np.ndarray | None = None) -> RGBCrop:
     """Steps 2-3 for the image alone: virtual camera, crop intrinsics, warped and resized crop.
 
     Shared by training (``preprocess_frame``) and inference (``crossmodal.predict``) so a
-    user's image reaches the encoder exactly as the training crops did.
+    user's image reaches the encoder exactly as the training crops did. With ``cfg.orient``
+    the camera is also rolled so that the hand's pixels ``hand_uv`` (N, 2, source image) have
+    their long axis upright (``geometry.roll_upright``).
     """
     K = np.asarray(K, dtype=np.float64)
+    if cfg.orient and not cfg.view_correction:
+        raise ConfigError("preprocess.orient needs preprocess.view_correction: the roll turns the corrected camera")
+    if cfg.orient and (hand_uv is None or len(hand_uv) == 0):
+        raise DataError("preprocess.orient: this model's crops are turned by the hand's pixels, and none were given "
+                         "(give a hand mask, or let the hand finder find the hand)")
     if cfg.view_correction:
         ray = np.linalg.inv(K) @ np.array([centre[0], centre[1], 1.0])
         R = geometry.rotation_to_optical_axis(ray)
         K_crop = geometry.corrected_crop_intrinsics(K, side, cfg.crop_size)
+        if cfg.orient:
+            pixels = geometry.apply_homography(K_crop @ R @ np.linalg.inv(K), hand_uv)
+            R = geometry.roll_upright(pixels) @ R
     else:
         R = np.eye(3)
         K_crop = geometry.crop_intrinsics(K, centre, side, cfg.crop_size)
@@ -161,15 +172,18 @@ def preprocess_frame(frame: dict[str, Any], cfg: PreprocessConfig) -> dict[str, 
             raise EmptyHandError(f"frame {frame.get('index')}: no {hand_side}-hand pixels in the mask")
         points = _masked_hand_cloud(frame, hand_mask)
         centre, side = crop_box(hand_mask, None, cfg.crop_margin)
+        rows, cols = np.nonzero(hand_mask)
+        hand_uv = np.stack([cols, rows], axis=1).astype(np.float64)
     else:
         points = _skeleton_hand_cloud(frame, cfg, scale)
         if len(points) == 0:
             raise EmptyHandError(f"frame {frame.get('index')}: no depth pixels near the {hand_side}-hand skeleton")
-        extra = np.concatenate([geometry.project(points, K), geometry.project(xyz, K)])
+        hand_uv = geometry.project(points, K)
+        extra = np.concatenate([hand_uv, geometry.project(xyz, K)])
         centre, side = crop_box(None, extra, cfg.crop_margin)
 
     # Step 2-3: virtual camera R and crop intrinsics; the warped, resized crop.
-    crop = crop_rgb(frame["image"], K, centre, side, cfg)
+    crop = crop_rgb(frame["image"], K, centre, side, cfg, hand_uv)
     image, R, K_crop = crop.image, crop.rotation, crop.K_crop
 
     # Step 4: outliers, then the pool, all in the corrected frame.

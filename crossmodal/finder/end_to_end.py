@@ -20,12 +20,19 @@ import torch
 from crossmodal.finder.metrics import box_iou
 
 
-def _crop(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> Any:
+def _crop(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, pixels: np.ndarray | None) -> Any:
+    """The training crop of a hand box; ``pixels`` (H, W) bool are the hand's (for preprocess.orient).
+    A frame where the finder saw nothing has none: its whole-image crop is then not turned."""
+    from dataclasses import replace
+
     from crossmodal.data.preprocess import crop_box, crop_rgb
+    from crossmodal.predict.boxes import pixel_coordinates
 
     pre = model.preprocess
     centre, side = crop_box(None, np.stack([lo, hi]), pre.crop_margin)
-    return crop_rgb(image, K, centre, side, pre)
+    if pixels is None:
+        return crop_rgb(image, K, centre, side, replace(pre, orient=False))
+    return crop_rgb(image, K, centre, side, pre, pixel_coordinates(pixels))
 
 
 def _score(poses: list[np.ndarray], truth: np.ndarray, scale: np.ndarray, visible: np.ndarray, palm: bool) -> dict[str, Any]:
@@ -71,8 +78,10 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
         else:
             found_box = found.box
             side_ok.append(found.side == label["hand_side"])
-        for name, (lo, hi) in (("ground truth", (box[:2], box[2:])), ("finder", (found_box[:2], found_box[2:]))):
-            crop = _crop(model, image, K, lo, hi)
+        found_pixels = None if found is None else found.pixels
+        for name, (lo, hi, pixels) in (("ground truth", (box[:2], box[2:], evaluated)),
+                                       ("finder", (found_box[:2], found_box[2:], found_pixels))):
+            crop = _crop(model, image, K, lo, hi, pixels)
             # Model output: normalised, root-relative, in the crop camera; R^T takes it to the image camera.
             poses[name].append(model.predict(crop.image[None])["pose"][0].astype(np.float64) @ crop.rotation)
         xyz = np.asarray(label["xyz"], dtype=np.float64)

@@ -52,6 +52,29 @@ def rotation_to_optical_axis(ray: Tensor) -> Tensor:
     return torch.where((sin < 1e-12)[:, None, None], eye, R)
 
 
+def roll_upright(hand: Tensor, H: Tensor) -> Tensor:
+    """Batched ``geometry.roll_upright`` of the hand pixels ``hand`` (B, H, W) bool carried into
+    the crop by the homography ``H`` (B, 3, 3); the identity where a mask is empty."""
+    B, height, width = hand.shape
+    v, u = torch.meshgrid(torch.arange(height, dtype=H.dtype), torch.arange(width, dtype=H.dtype), indexing="ij")
+    points = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, -1, 3) @ H.transpose(1, 2)
+    uv = points[..., :2] / points[..., 2:]  # (B, HW, 2) crop pixels
+    w = hand.reshape(B, -1).to(H.dtype)
+    count = w.sum(1)
+    mean = (uv * w[..., None]).sum(1) / count.clamp_min(1.0)[:, None]
+    d = (uv - mean[:, None]) * (w[..., None] > 0)
+    a, b, c = [(x * y).sum(1) / count.clamp_min(1.0) for x, y in ((d[..., 0], d[..., 0]), (d[..., 0], d[..., 1]), (d[..., 1], d[..., 1]))]
+    theta = 0.5 * torch.atan2(2 * b, a - c)
+    axis = torch.stack([torch.cos(theta), torch.sin(theta)], -1)
+    skew = ((d * axis[:, None]).sum(-1) ** 3 * w).sum(1)
+    axis = torch.where((skew < 0)[:, None], -axis, axis)
+    zero, one = torch.zeros_like(theta), torch.ones_like(theta)
+    Rz = torch.stack([torch.stack([-axis[:, 1], axis[:, 0], zero], -1), torch.stack([-axis[:, 0], -axis[:, 1], zero], -1),
+                      torch.stack([zero, zero, one], -1)], 1)
+    eye = torch.eye(3, dtype=H.dtype).expand_as(Rz)
+    return torch.where((count < 2)[:, None, None], eye, Rz)
+
+
 class ImageToJoints(nn.Module):
     def __init__(self, finder: Any, model: Any, image_size: tuple[int, int], with_cloud: bool) -> None:
         super().__init__()
@@ -66,14 +89,16 @@ class ImageToJoints(nn.Module):
         self.cloud_decoder = model.strategy.decoders["cloud"] if with_cloud else None
         pre = model.preprocess
         self.crop_size, self.margin, self.view_correction = int(pre.crop_size), float(pre.crop_margin), bool(pre.view_correction)
+        self.orient = bool(pre.orient)
         self.image_size = (height, width)
 
     @property
     def outputs(self) -> tuple[str, ...]:
         return ("pose", "cloud", "box", "right", "found") if self.cloud_decoder is not None else ("pose", "box", "right", "found")
 
-    def crop(self, image: Tensor, K: Tensor, box: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 3, S, S) crops of the boxes, and R (corrected = R @ camera)."""
+    def crop(self, image: Tensor, K: Tensor, box: Tensor, hand: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(B, 3, S, S) crops of the boxes, and R (corrected = R @ camera); with ``preprocess.orient``
+        the camera is rolled by the hand pixels ``hand`` (B, H, W) bool, as ``crop_rgb`` does."""
         S, (height, width) = self.crop_size, self.image_size
         centre = (box[:, :2] + box[:, 2:]) / 2
         side = ((box[:, 2:] - box[:, :2]).amax(dim=1) * self.margin).clamp_min(1.0)
@@ -85,6 +110,8 @@ class ImageToJoints(nn.Module):
             c = torch.full_like(side, (S - 1) / 2)
             K_crop = torch.stack([torch.stack([K[:, 0, 0] * scale, K[:, 0, 1] * scale, c], -1),
                                   torch.stack([zero, K[:, 1, 1] * scale, c], -1), torch.stack([zero, zero, one], -1)], 1)
+            if self.orient and hand is not None:
+                R = roll_upright(hand, K_crop @ R @ inverse_intrinsics(K)) @ R
         else:
             R = torch.eye(3, dtype=K.dtype).expand(len(K), 3, 3)
             x0, y0 = centre[:, 0] - side / 2, centre[:, 1] - side / 2
@@ -110,7 +137,8 @@ class ImageToJoints(nn.Module):
         height, width = self.image_size
         whole = torch.tensor([-0.5, -0.5, width - 0.5, height - 0.5], dtype=image.dtype).expand_as(located.box)
         box = torch.where(found[:, None], located.box, whole)
-        crops, R = self.crop(image, K, box)
+        # No hand found: the whole image is cropped, unturned (end_to_end.py does the same).
+        crops, R = self.crop(image, K, box, located.hand & found[:, None, None])
         z = self.encoder.mu_head(self.encoder.features(crops))
         pose = self.pose_decoder.decode(z) @ R  # rows: corrected -> camera is R^T, i.e. x @ R
         tail = (box, located.right, found.to(image.dtype))

@@ -38,7 +38,7 @@ def finder_region(finder: Any, image: np.ndarray, image_path: Path, side: str | 
         chosen, source = side, "--hand"
     else:
         chosen, source = found.side, f"finder ({confidence})"
-    region = box_region(found.box[:2], found.box[2:], margin, "finder")
+    region = box_region(found.box[:2], found.box[2:], margin, "finder", found.pixels)
     said = {"finder": finder.source, "side": found.side, "p_right": round(found.right_probability, 4),
             "score": round(found.score, 4), "hand_pixels": int(found.pixels.sum()), "hand_regions": found.regions}
     return region, chosen, source, notes, said

@@ -122,6 +122,10 @@ def predict_image(
     if bbox is not None and (region.box_lo.min() < -0.5 or region.box_hi[0] > width - 0.5 or region.box_hi[1] > height - 0.5):
         notes.append(f"--bbox extends beyond the {width}x{height} image of {image_path}; the outside reads as black")
 
+    if model.preprocess.orient and region.hand_uv is None:
+        raise InputError(f"{image_path}: this model turns each crop by the hand's pixels (preprocess.orient), and "
+                         f"{'--bbox' if region.source == '--bbox' else 'the whole image'} gives none: give --mask, or "
+                         "neither --mask nor --bbox so that the hand finder finds the hand")
     crop, out, outline = _crop_and_infer(model, image, K, region, hand.mirror)
     # corrected = R @ camera, so camera-frame rows = corrected rows @ R; then un-mirror and scale.
     back = np.array([-1.0 if hand.mirror else 1.0, 1.0, 1.0]) * (float(bone_mm) if bone_mm is not None else 1.0)
@@ -144,10 +148,11 @@ def _crop_and_infer(model: InferenceModel, image: np.ndarray, K: np.ndarray, reg
     from crossmodal.data.preprocess import crop_rgb
 
     width = image.shape[1]
-    centre = region.centre
+    centre, pixels = region.centre, region.hand_uv
     if mirror:
         image, K, centre = image[:, ::-1], mirror_intrinsics(K, width), np.array([width - 1 - centre[0], centre[1]])
-    crop = crop_rgb(np.ascontiguousarray(image), K, centre, region.side, model.preprocess)
+        pixels = None if pixels is None else np.stack([width - 1 - pixels[:, 0], pixels[:, 1]], axis=1)
+    crop = crop_rgb(np.ascontiguousarray(image), K, centre, region.side, model.preprocess, pixels)
     s = model.crop_size
     corners = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [s - 0.5, s - 0.5], [-0.5, s - 0.5]])
     outline = apply_homography(np.linalg.inv(crop.homography), corners)
