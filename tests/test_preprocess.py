@@ -207,11 +207,14 @@ def test_view_correction_centres_the_hand() -> None:
 
 
 def naive_roll_upright(points_uv: np.ndarray) -> np.ndarray:
-    """Twin of ``geometry.roll_upright``: the principal axis by eigendecomposition, signed by the
-    third moment, turned onto image-up by the angle between them."""
+    """Twin of ``geometry.roll_upright``: the principal axis by eigendecomposition, pointed at the
+    half whose points spread more across it, turned onto image-up by the angle between them."""
     d = points_uv - points_uv.mean(axis=0)
     _, vectors = np.linalg.eigh(np.cov(d.T, bias=True))
-    axis = vectors[:, -1] * (1 if np.mean((d @ vectors[:, -1]) ** 3) >= 0 else -1)
+    axis = vectors[:, -1]
+    along, across = d @ axis, d @ np.array([-axis[1], axis[0]])
+    if np.mean(across[along >= 0] ** 2) < np.mean(across[along < 0] ** 2):
+        axis = -axis
     angle = -np.pi / 2 - np.arctan2(axis[1], axis[0])
     return geometry.axis_angle_to_matrix(np.array([0.0, 0.0, angle]))
 
@@ -219,12 +222,12 @@ def naive_roll_upright(points_uv: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("seed", range(5))
 def test_roll_upright_equals_its_naive_twin(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    # A palm (a blob) with fingers (a thinner, longer tail) along a random direction.
-    direction = np.array([np.cos(rng.uniform(-np.pi, np.pi)), np.sin(rng.uniform(-np.pi, np.pi))])
-    direction /= np.linalg.norm(direction)
+    # A narrow wrist and palm, and fingers spreading wider beyond them, along a random direction.
+    angle = rng.uniform(-np.pi, np.pi)
+    direction = np.array([np.cos(angle), np.sin(angle)])
     across = np.array([-direction[1], direction[0]])
-    palm = rng.normal(0.0, 6.0, (400, 2))
-    fingers = np.outer(rng.uniform(6.0, 30.0, 200), direction) + np.outer(rng.normal(0.0, 4.0, 200), across)
+    palm = np.outer(rng.uniform(-30.0, 0.0, 600), direction) + np.outer(rng.uniform(-6.0, 6.0, 600), across)
+    fingers = np.outer(rng.uniform(0.0, 25.0, 500), direction) + np.outer(rng.uniform(-12.0, 12.0, 500), across)
     points = np.concatenate([palm, fingers]) + rng.uniform(0, 64, 2)
     R = geometry.roll_upright(points)
     np.testing.assert_allclose(R, naive_roll_upright(points), atol=1e-9)

@@ -66,8 +66,13 @@ def roll_upright(hand: Tensor, H: Tensor) -> Tensor:
     a, b, c = [(x * y).sum(1) / count.clamp_min(1.0) for x, y in ((d[..., 0], d[..., 0]), (d[..., 0], d[..., 1]), (d[..., 1], d[..., 1]))]
     theta = 0.5 * torch.atan2(2 * b, a - c)
     axis = torch.stack([torch.cos(theta), torch.sin(theta)], -1)
-    skew = ((d * axis[:, None]).sum(-1) ** 3 * w).sum(1)
-    axis = torch.where((skew < 0)[:, None], -axis, axis)
+    along = (d * axis[:, None]).sum(-1)
+    across2 = ((d * torch.stack([-axis[:, 1], axis[:, 0]], -1)[:, None]).sum(-1)) ** 2
+    ahead = (along >= 0).to(H.dtype) * w
+    behind = (along < 0).to(H.dtype) * w
+    width_ahead = (across2 * ahead).sum(1) / ahead.sum(1).clamp_min(1.0)
+    width_behind = (across2 * behind).sum(1) / behind.sum(1).clamp_min(1.0)
+    axis = torch.where((width_ahead < width_behind)[:, None], -axis, axis)
     zero, one = torch.zeros_like(theta), torch.ones_like(theta)
     Rz = torch.stack([torch.stack([-axis[:, 1], axis[:, 0], zero], -1), torch.stack([-axis[:, 0], -axis[:, 1], zero], -1),
                       torch.stack([zero, zero, one], -1)], 1)
