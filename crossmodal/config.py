@@ -35,6 +35,9 @@ class PreprocessConfig:
     # needs view_correction and the hand's pixels, which the mask, the finder or STB's skeleton
     # region give). A from-scratch encoder no longer has to learn every in-plane orientation.
     orient: bool = False
+    # Left hands mirrored into right hands (DESIGN.md: the protocol knows the side, and hand3d
+    # works in one side's frame). predict then mirrors a left hand's image and its prediction back.
+    mirror_left: bool = False
     pool_size: int = 1024  # farthest-point-sampled cloud points kept per frame
     root_joint: int = 0  # pose and cloud are expressed relative to this joint
     outlier_max_dist: float = 2.5  # drop cloud points beyond the depth range of the hand joints by more than this * bone scale

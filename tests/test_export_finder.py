@@ -69,6 +69,37 @@ def test_graph_roll_equals_the_training_pipelines(tiny_data):
     np.testing.assert_array_equal(graph[-1].numpy(), np.eye(3))
 
 
+@pytest.mark.parametrize("mirror_left", [False, True])
+def test_graph_mirrors_and_turns_the_crop_as_predict_does(mirror_left, tiny_data, tiny_checkpoints, tiny_finder):
+    """A model trained with preprocess.orient (and mirror_left): the crop the image -> joints graph
+    feeds the encoder is predict's crop with the finder (mirrored when the finder says left), up to
+    the graph's supersampling; its pose is predict's."""
+    from crossmodal.finder.graph import ImageToJoints
+
+    model, finder = load_model(tiny_checkpoints["poe"]), load_finder(tiny_finder / "checkpoints" / "best.ckpt")
+    model.config.data.preprocess.orient = True
+    model.config.data.preprocess.mirror_left = mirror_left
+    graph = ImageToJoints(finder, model, (320, 320), with_cloud=False).eval()
+    seen = []
+    features = graph.encoder.features
+    graph.encoder.features = lambda crops: (seen.append(crops), features(crops))[1]
+    checked, mirrored = 0, 0
+    for path in eval_images(tiny_data, 6):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        found = finder.find(image)
+        if found is None:
+            continue
+        with torch.no_grad():
+            pose = graph(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, default_K((320, 320), 1))[0]
+        pred = predict_image(model, path, finder=finder)
+        assert pred.hand.mirror == (mirror_left and found.side == "left")
+        crop = seen[-1][0].permute(1, 2, 0).numpy()
+        assert np.abs(crop - pred.crop / 255.0).mean() < 0.03
+        assert np.abs(pose[0].numpy() - pred.joints).max() < 0.5
+        checked, mirrored = checked + 1, mirrored + pred.hand.mirror
+    assert checked >= 2 and (mirrored > 0) == mirror_left
+
+
 def test_cli_export_with_finder_and_bad_image_size(tiny_checkpoints, tiny_finder, tmp_path, capsys):
     finder_ckpt = str(tiny_finder / "checkpoints" / "best.ckpt")
     args = ["export", "--ckpt", str(tiny_checkpoints["crossmodal"]), "--finder", finder_ckpt]

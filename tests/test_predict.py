@@ -152,6 +152,36 @@ def test_oriented_model_crops_like_the_training_pipeline_and_needs_the_hands_pix
     assert "\n" not in message and "--bbox" in message and "--mask" in message and "finder" in message
 
 
+@pytest.mark.parametrize("orient", [False, True])
+def test_mirrored_image_gives_the_mirrored_pose(orient, tiny_data, poe_model, tmp_path):
+    """A model trained with preprocess.mirror_left saw right hands only: a left hand's image is
+    flipped for it and the pose flipped back, so predicting a left hand equals predicting its
+    mirror image (a right hand) and mirroring the joints (x -> -x); the crop is the training one."""
+    from crossmodal.data.preprocess import preprocess_frame
+
+    image, labels, frame = eval_frame(tiny_data, 1)
+    mask, flipped_image, flipped_mask = tmp_path / "mask.png", tmp_path / "flipped.png", tmp_path / "flipped_mask.png"
+    Image.fromarray(hand_pixels(labels, frame["hand_side"]).astype(np.uint8) * 255).save(mask)
+    Image.open(image).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped_image)
+    Image.open(mask).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped_mask)
+    K = np.array(frame["K"], np.float64)
+    K_flipped = K.copy()
+    K_flipped[0, 2] = Image.open(image).width - 1 - K[0, 2]
+    pre = poe_model.config.data.preprocess
+    pre.mirror_left, pre.orient = True, orient  # the module-scoped model: restored below
+    try:
+        left = predict_image(poe_model, image, mask, K=K, side="left")
+        right = predict_image(poe_model, flipped_image, flipped_mask, K=K_flipped, side="right")
+        cfg = poe_model.preprocess
+    finally:
+        pre.mirror_left, pre.orient = False, False
+    assert left.hand.mirror and not right.hand.mirror and "preprocess.mirror_left" in left.hand.training_hands
+    assert np.array_equal(left.crop, right.crop)
+    np.testing.assert_allclose(left.joints, right.joints * [-1.0, 1.0, 1.0], atol=1e-6)
+    if frame["hand_side"] == "left":  # the cache's crop of this frame is the one predict made
+        assert np.array_equal(left.crop, preprocess_frame(frame, cfg)["image"])
+
+
 def test_hand_plan_states_the_training_data():
     both = plan_hand("synthetic", None, "not given")
     assert not both.mirror and "left and right hands unmirrored" in both.statement

@@ -267,6 +267,48 @@ def test_orient_needs_view_correction_and_hand_pixels() -> None:
         crop_rgb(frame["image"], frame["K"], np.array([100.0, 100.0]), 80.0, dataclasses.replace(CFG, orient=True))
 
 
+def as_left_hand(frame: dict) -> dict:
+    """The same pixels labelled as a left hand (RHD labels 2-17 instead of 18-33)."""
+    mask = frame["mask"].copy()
+    mask[mask >= 18] -= 16
+    return {**frame, "mask": mask, "hand_side": "left"}
+
+
+@pytest.mark.parametrize("orient", [False, True])
+def test_mirrored_left_hand_is_the_mirror_image_of_the_plain_sample(orient: bool) -> None:
+    """mirror_left: a left hand's sample is its plain sample seen in a mirror: the crop flipped
+    left-right, u -> S - 1 - u, x -> -x for the pose and the root, the same scale."""
+    frame = as_left_hand(render_hand_frame(seed=5))
+    cfg = dataclasses.replace(CFG, orient=orient)
+    plain = preprocess_frame(frame, cfg)
+    mirrored = preprocess_frame(frame, dataclasses.replace(cfg, mirror_left=True))
+    flip = np.array([-1.0, 1.0, 1.0], dtype=np.float32)
+    np.testing.assert_allclose(mirrored["pose"], plain["pose"] * flip, atol=1e-5)
+    np.testing.assert_allclose(mirrored["root"], plain["root"] * flip, atol=1e-6)
+    np.testing.assert_allclose(mirrored["uv"][:, 0], CFG.crop_size - 1 - plain["uv"][:, 0], atol=1e-3)
+    np.testing.assert_allclose(mirrored["uv"][:, 1], plain["uv"][:, 1], atol=1e-3)
+    difference = np.abs(mirrored["image"].astype(int) - plain["image"][:, ::-1].astype(int))
+    assert difference.max() <= 2, difference.max()
+    assert mirrored["scale"] == plain["scale"] and mirrored["hand_side"] == plain["hand_side"] == 0
+    # A right hand is left as it is.
+    right = render_hand_frame(seed=5)
+    np.testing.assert_array_equal(preprocess_frame(right, dataclasses.replace(cfg, mirror_left=True))["pose"],
+                                  preprocess_frame(right, cfg)["pose"])
+
+
+def test_mirrored_maskless_frame_keeps_its_depth_camera_consistent() -> None:
+    """STB's left hands, mirrored: the depth camera and its transform are mirrored too, so the
+    cloud still lies on the (mirrored) skeleton and the keypoints are the pose's projection."""
+    frame = render_maskless_frame(seed=6)
+    sample = preprocess_frame(frame, dataclasses.replace(CFG, mirror_left=True))
+    np.testing.assert_allclose(geometry.project(unnormalised(sample, "pose"), sample["K_crop"]), sample["uv"], atol=1e-3)
+    cloud = unnormalised(sample, "cloud")[: sample["cloud_count"]]
+    assert len(cloud) > 50
+    assert np.median(distance_to_skeleton(cloud, unnormalised(sample, "pose"))) < 1.5 * FINGER_RADIUS
+    plain = preprocess_frame(frame, CFG)
+    np.testing.assert_allclose(sample["pose"], plain["pose"] * np.array([-1.0, 1.0, 1.0], dtype=np.float32), atol=1e-5)
+
+
 def test_cloud_lies_on_the_hand_and_strays_are_removed() -> None:
     frame = render_hand_frame(seed=4, stray_pixels=8)
     sample = preprocess_frame(frame, CFG)

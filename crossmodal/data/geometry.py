@@ -64,6 +64,14 @@ def rotation_to_optical_axis(direction: np.ndarray) -> np.ndarray:
     return axis_angle_to_matrix(axis * np.arctan2(sin, cos))
 
 
+def mirror_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
+    """K of the left-right flipped image, which shows every camera point (x, y, z) at (-x, y, z)."""
+    K = np.array(K, dtype=np.float64)
+    K[0, 1] = -K[0, 1]
+    K[0, 2] = width - 1 - K[0, 2]
+    return K
+
+
 def roll_upright(points_uv: np.ndarray) -> np.ndarray:
     """Rotation ``Rz`` about the view axis that turns the long axis of a 2D point set upright.
 

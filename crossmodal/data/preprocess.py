@@ -142,6 +142,31 @@ def crop_rgb(image: np.ndarray, K: np.ndarray, centre: np.ndarray, side: float, 
     return RGBCrop(warped, R, K_crop, H)
 
 
+def mirror_frame(frame: dict[str, Any]) -> dict[str, Any]:
+    """The frame's scene seen in a mirror: every image flipped left-right, every camera point
+    (x, y, z) -> (-x, y, z), intrinsics and the depth -> colour transform to match. A mirrored left
+    hand is a right hand, with the same joint order and part labels."""
+    out = dict(frame)
+    M = np.diag([-1.0, 1.0, 1.0])
+    width = np.asarray(frame["image"]).shape[1]
+    out["image"] = np.ascontiguousarray(np.asarray(frame["image"])[:, ::-1])
+    out["K"] = geometry.mirror_intrinsics(frame["K"], width)
+    out["xyz"] = np.asarray(frame["xyz"], dtype=np.float64) @ M
+    if frame.get("uv") is not None:
+        uv = np.array(frame["uv"], dtype=np.float64)
+        uv[:, 0] = width - 1 - uv[:, 0]
+        out["uv"] = uv
+    if frame.get("mask") is not None:
+        out["mask"] = np.ascontiguousarray(np.asarray(frame["mask"])[:, ::-1])
+    if frame.get("depth") is not None:
+        depth = np.asarray(frame["depth"])
+        out["depth"] = np.ascontiguousarray(depth[:, ::-1])
+        out["K_depth"] = geometry.mirror_intrinsics(frame["K_depth"], depth.shape[1])
+        M4 = np.diag([-1.0, 1.0, 1.0, 1.0])
+        out["depth_to_color"] = M4 @ np.asarray(frame["depth_to_color"], dtype=np.float64) @ M4
+    return out
+
+
 def preprocess_frame(frame: dict[str, Any], cfg: PreprocessConfig) -> dict[str, np.ndarray]:
     """Crop, view-correct, resize, build the cloud and normalise one frame.
 
@@ -164,6 +189,11 @@ def preprocess_frame(frame: dict[str, Any], cfg: PreprocessConfig) -> dict[str, 
     hand_side = frame["hand_side"]
     if hand_side not in HAND_SIDE_CODES:
         raise DataError(f"frame {frame.get('index')}: hand_side must be 'left' or 'right', got {hand_side!r}")
+    if cfg.mirror_left and hand_side == "left":
+        # The mask keeps its left-hand labels (only flipped), so the hand's pixels are still found
+        # by hand_side; ``hand_side`` in the sample stays the side that was photographed.
+        frame = mirror_frame(frame)
+        xyz, K = frame["xyz"], np.asarray(frame["K"], dtype=np.float64)
 
     # Step 1 and the cloud's raw points (step 4): hand region and crop box.
     if frame.get("mask") is not None:

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossmodal.errors import ConfigError
 from crossmodal.finder.graph import ImageToJoints
 from crossmodal.finder.model import load_finder
 
@@ -60,11 +59,6 @@ def export_with_finder(model: Any, finder_path: str | Path, fmt: str, path: Path
     if fmt == "safetensors":
         difference, checker = _bundle(model, finder, path)
         return ExportResult(path, model.crop_size, ("pose",), difference, checker)
-    from crossmodal.predict import TRAINING_HANDS
-
-    if len(TRAINING_HANDS.get(str(model.config.data.dataset), ("left", "right"))) < 2:
-        raise ConfigError(f"export --finder: the model was trained on {model.config.data.dataset} (one hand side only); the "
-                          "image -> joints graph does not mirror the other side: export without --finder and use predict")
     if cloud:
         model.require_cloud("export --cloud")
     graph = ImageToJoints(finder, model, image_size, model.has_cloud if cloud is None else cloud).eval()

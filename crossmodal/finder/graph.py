@@ -52,6 +52,14 @@ def rotation_to_optical_axis(ray: Tensor) -> Tensor:
     return torch.where((sin < 1e-12)[:, None, None], eye, R)
 
 
+def mirror_intrinsics(K: Tensor, width: int) -> Tensor:
+    """Batched ``geometry.mirror_intrinsics``: the camera of the left-right flipped image."""
+    sign = torch.tensor([[1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]], dtype=K.dtype)
+    shift = torch.zeros(3, 3, dtype=K.dtype)
+    shift[0, 2] = width - 1
+    return K * sign + shift
+
+
 def roll_upright(hand: Tensor, H: Tensor) -> Tensor:
     """Batched ``geometry.roll_upright`` of the hand pixels ``hand`` (B, H, W) bool carried into
     the crop by the homography ``H`` (B, 3, 3); the identity where a mask is empty."""
@@ -95,6 +103,12 @@ class ImageToJoints(nn.Module):
         pre = model.preprocess
         self.crop_size, self.margin, self.view_correction = int(pre.crop_size), float(pre.crop_margin), bool(pre.view_correction)
         self.orient = bool(pre.orient)
+        # A model that saw one side only gets the other side mirrored, as predict does
+        # (crossmodal.predict.side.plan_hand): "right" / "left" is the side it saw, "" both.
+        from crossmodal.predict.side import TRAINING_HANDS
+
+        sides = ("right",) if pre.mirror_left else TRAINING_HANDS.get(str(model.config.data.dataset), ("left", "right"))
+        self.only_side = sides[0] if len(sides) == 1 else ""
         self.image_size = (height, width)
 
     @property
@@ -142,11 +156,25 @@ class ImageToJoints(nn.Module):
         height, width = self.image_size
         whole = torch.tensor([-0.5, -0.5, width - 0.5, height - 0.5], dtype=image.dtype).expand_as(located.box)
         box = torch.where(found[:, None], located.box, whole)
+        hand = located.hand & found[:, None, None]
+        # The finder's side, where the model saw the other one only: the image, its camera, the box
+        # and the hand's pixels are mirrored (u -> W - 1 - u), and the outputs mirrored back.
+        if self.only_side:
+            other = located.right < 0.5 if self.only_side == "right" else located.right >= 0.5
+            flip = torch.where(other & found, -1.0, 1.0).to(image.dtype)
+            mirrored = flip < 0
+            seen = torch.where(mirrored[:, None, None, None], image.flip(-1), image)
+            K_seen = torch.where(mirrored[:, None, None], mirror_intrinsics(K, width), K)
+            box_seen = torch.where(mirrored[:, None], torch.stack([width - 1 - box[:, 2], box[:, 1], width - 1 - box[:, 0], box[:, 3]], -1), box)
+            hand = torch.where(mirrored[:, None, None], hand.flip(-1), hand)
+        else:
+            flip, seen, K_seen, box_seen = torch.ones_like(located.right), image, K, box
         # No hand found: the whole image is cropped, unturned (end_to_end.py does the same).
-        crops, R = self.crop(image, K, box, located.hand & found[:, None, None])
+        crops, R = self.crop(seen, K_seen, box_seen, hand)
         z = self.encoder.mu_head(self.encoder.features(crops))
-        pose = self.pose_decoder.decode(z) @ R  # rows: corrected -> camera is R^T, i.e. x @ R
+        back = torch.stack([flip, torch.ones_like(flip), torch.ones_like(flip)], -1)[:, None]
+        pose = self.pose_decoder.decode(z) @ R * back  # rows: corrected -> camera is R^T, i.e. x @ R
         tail = (box, located.right, found.to(image.dtype))
         if self.cloud_decoder is None:
             return (pose, *tail)
-        return (pose, self.cloud_decoder.decode(z) @ R, *tail)
+        return (pose, self.cloud_decoder.decode(z) @ R * back, *tail)

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from crossmodal.data.geometry import apply_homography, project
+from crossmodal.data.geometry import apply_homography, mirror_intrinsics, project
 from crossmodal.predict.boxes import HandRegion, hand_region
 from crossmodal.predict.finding import finder_region
 from crossmodal.predict.inputs import InputError, assumed_intrinsics, read_hand_mask, read_image
@@ -17,14 +17,6 @@ from crossmodal.predict.model import InferenceModel
 from crossmodal.predict.side import HandPlan, plan_hand
 
 NORMALISED_UNITS = "normalised (bone 12->11 = 1)"
-
-
-def mirror_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
-    """K of the left-right flipped image, which shows every camera point (x, y, z) at (-x, y, z)."""
-    K = np.array(K, dtype=np.float64)
-    K[0, 1] = -K[0, 1]
-    K[0, 2] = width - 1 - K[0, 2]
-    return K
 
 
 def fit_root_translation(joints: np.ndarray, K: np.ndarray, box_lo: np.ndarray, box_hi: np.ndarray) -> np.ndarray:
@@ -110,7 +102,7 @@ def predict_image(
         region, side, side_source, found_notes, said = finder_region(finder, image, image_path, side,
                                                                      model.preprocess.crop_margin)
         notes += found_notes
-    hand = plan_hand(str(model.config.data.dataset), side or mask_side, side_source)
+    hand = plan_hand(str(model.config.data.dataset), side or mask_side, side_source, bool(model.preprocess.mirror_left))
     if K is None:
         K = assumed_intrinsics(width, height)
         K_statement = (f"assumed (no --K): pinhole, focal length = image width ({width} px), "

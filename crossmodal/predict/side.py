@@ -21,18 +21,24 @@ class HandPlan:
     statement: str
 
 
-def plan_hand(dataset: str, side: str | None, side_source: str) -> HandPlan:
+def plan_hand(dataset: str, side: str | None, side_source: str, mirror_left: bool = False) -> HandPlan:
     """Mirror only when the training data holds one side and the image shows the other.
 
     RHD and the synthetic hands hold left and right hands unmirrored, so their models see
     either side as it is. STB holds only left hands: a right hand is flipped left-right for
-    the model and its prediction flipped back (x -> -x in the camera frame).
+    the model and its prediction flipped back (x -> -x in the camera frame). A model trained
+    with ``preprocess.mirror_left`` saw right hands only (its left hands were mirrored), so a
+    left hand is flipped for it.
     """
     sides = TRAINING_HANDS.get(dataset)
-    if sides is None:
+    if sides is None and not mirror_left:
         training = f"{dataset}: which hands it holds is not known to predict"
         return HandPlan(side, side_source, False, training, f"training data {training}; the image is used as is (no mirroring)")
-    training = f"{dataset}: " + (" and ".join(sides) + " hands, unmirrored" if len(sides) > 1 else f"{sides[0]} hands only")
+    if mirror_left:
+        sides = ("right",)
+        training = f"{dataset}: right hands only (left hands mirrored into right ones, preprocess.mirror_left)"
+    else:
+        training = f"{dataset}: " + (" and ".join(sides) + " hands, unmirrored" if len(sides) > 1 else f"{sides[0]} hands only")
     if len(sides) > 1:
         seen = f"the {side} hand" if side else "the hand (side not given)"
         return HandPlan(side, side_source, False, training,
