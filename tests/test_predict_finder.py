@@ -139,3 +139,25 @@ def test_shared_model_file_carries_its_finder(tiny_data, tiny_checkpoints, tiny_
     assert rec["crop"]["finder"]["finder"] == f"{shared} (bundled finder)"
     direct = load_finder(tiny_finder / "checkpoints" / "best.ckpt").find(np.asarray(Image.open(image).convert("RGB")))
     assert rec["crop"]["hand_box"] == pytest.approx(direct.box.tolist(), abs=1e-3)
+
+
+@pytest.mark.parametrize("canonical", [False, True])
+def test_finder_eval_ground_truth_crops_reproduce_the_evaluation(canonical, tiny_data, tiny_checkpoints, tiny_finder, tmp_path):
+    """finder-eval's ground-truth crops are the cache's crops, so their EPE is `eval`'s, also for
+    a model trained with preprocess.orient and mirror_left (each frame turned by its mask and a
+    left hand mirrored by its labelled side, then mirrored back)."""
+    from crossmodal.config import load_config
+    from crossmodal.finder.end_to_end import end_to_end
+    from crossmodal.train import evaluate, train
+
+    ckpt = tiny_checkpoints["crossmodal"]
+    if canonical:
+        extra = ["data.preprocess.orient=true", "data.preprocess.mirror_left=true",
+                 f"data.cache_dir={tmp_path / 'cache'}"]
+        cfg = load_config(None, [*tiny_data, "model.strategy=crossmodal", f"out_dir={tmp_path}", "name=canonical",
+                                 "trainer.max_steps=2", *extra])
+        ckpt = train(cfg).best_checkpoint
+    result = end_to_end(ckpt, load_finder(tiny_finder / "checkpoints" / "best.ckpt"), progress=False)
+    expected = evaluate(str(ckpt), [])
+    assert result["frames"] == 6
+    assert result["ground_truth_crops"]["epe_mean"] == pytest.approx(expected["epe_mean"], abs=1e-3)

@@ -20,19 +20,34 @@ import torch
 from crossmodal.finder.metrics import box_iou
 
 
-def _crop(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, pixels: np.ndarray | None) -> Any:
-    """The training crop of a hand box; ``pixels`` (H, W) bool are the hand's (for preprocess.orient).
-    A frame where the finder saw nothing has none: its whole-image crop is then not turned."""
+def _pose(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, pixels: np.ndarray | None,
+          side: str) -> np.ndarray:
+    """The model's pose (normalised, root-relative, image camera) for the hand box ``lo``-``hi`` of
+    side ``side``, cropped like predict: mirrored when the model saw the other side only
+    (``plan_hand``), turned by the hand's ``pixels`` (H, W) bool for ``preprocess.orient``. A frame
+    where the finder saw nothing has no pixels: its whole-image crop is then not turned."""
     from dataclasses import replace
 
+    from crossmodal.data.geometry import mirror_intrinsics
     from crossmodal.data.preprocess import crop_box, crop_rgb
     from crossmodal.predict.boxes import pixel_coordinates
+    from crossmodal.predict.side import plan_hand
 
     pre = model.preprocess
-    centre, side = crop_box(None, np.stack([lo, hi]), pre.crop_margin)
+    mirror = plan_hand(str(model.config.data.dataset), side, "finder-eval", bool(pre.mirror_left)).mirror
+    if mirror:
+        width = image.shape[1]
+        image, K = np.ascontiguousarray(image[:, ::-1]), mirror_intrinsics(K, width)
+        lo, hi = np.array([width - 1 - hi[0], lo[1]]), np.array([width - 1 - lo[0], hi[1]])
+        pixels = None if pixels is None else pixels[:, ::-1]
+    centre, size = crop_box(None, np.stack([lo, hi]), pre.crop_margin)
     if pixels is None:
-        return crop_rgb(image, K, centre, side, replace(pre, orient=False))
-    return crop_rgb(image, K, centre, side, pre, pixel_coordinates(pixels))
+        crop = crop_rgb(image, K, centre, size, replace(pre, orient=False))
+    else:
+        crop = crop_rgb(image, K, centre, size, pre, pixel_coordinates(pixels))
+    # Model output: normalised, root-relative, in the crop camera; R^T takes it to the image camera.
+    pose = model.predict(crop.image[None])["pose"][0].astype(np.float64) @ crop.rotation
+    return pose * np.array([-1.0 if mirror else 1.0, 1.0, 1.0])
 
 
 def _score(poses: list[np.ndarray], truth: np.ndarray, scale: np.ndarray, visible: np.ndarray, palm: bool) -> dict[str, Any]:
@@ -78,12 +93,11 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
         else:
             found_box = found.box
             side_ok.append(found.side == label["hand_side"])
-        found_pixels = None if found is None else found.pixels
-        for name, (lo, hi, pixels) in (("ground truth", (box[:2], box[2:], evaluated)),
-                                       ("finder", (found_box[:2], found_box[2:], found_pixels))):
-            crop = _crop(model, image, K, lo, hi, pixels)
-            # Model output: normalised, root-relative, in the crop camera; R^T takes it to the image camera.
-            poses[name].append(model.predict(crop.image[None])["pose"][0].astype(np.float64) @ crop.rotation)
+        # Each crop with its own side: the label's for ground-truth crops, the finder's for its own.
+        found_pixels, found_side = (None, None) if found is None else (found.pixels, found.side)
+        for name, (lo, hi, pixels, side) in (("ground truth", (box[:2], box[2:], evaluated, label["hand_side"])),
+                                             ("finder", (found_box[:2], found_box[2:], found_pixels, found_side))):
+            poses[name].append(_pose(model, image, K, lo, hi, pixels, side))
         xyz = np.asarray(label["xyz"], dtype=np.float64)
         scale = float(bone_scale(xyz))
         truth.append((xyz - xyz[0]) / scale)
