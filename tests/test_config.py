@@ -81,6 +81,9 @@ def test_cpu_profile_is_made_for_the_budget_and_gpu_profile_keeps_the_paper():
     assert cpu.optim.schedule == "cosine" and cpu.trainer.precision == "bf16-mixed"
     # The learning study's second session: a linear pose decoder and a peak lr of 2e-3.
     assert list(cpu.model.decoder_options.pose_mlp.hidden) == [] and cpu.optim.lr == 2e-3
+    # The third session: one canonical hand, no batch augmentation, 8000 frames seen 7 times.
+    assert cpu.data.preprocess.orient and cpu.data.preprocess.mirror_left and not cpu.data.augment.enabled
+    assert cpu.data.synthetic.train == 8000 and cpu.trainer.max_epochs == 7
     # EMD pairs the decoder's points one to one with the drawn cloud: the two sizes agree.
     assert cpu.model.decoder_options.cloud_foldingnet.grid_size ** 2 == cpu.data.num_points
     # The DC-GAN decoder's output side (4 * 2**len(channels)) is the heatmaps' size.
@@ -89,3 +92,4 @@ def test_cpu_profile_is_made_for_the_budget_and_gpu_profile_keeps_the_paper():
     assert gpu.optim.schedule == "plateau" and gpu.optim.lr == 1e-4
     assert "rgb_resnet18" not in gpu.model.encoder_options and gpu.data.num_points == 256
     assert "pose_mlp" not in gpu.model.decoder_options  # the paper's 4 x 128 MLP
+    assert not gpu.data.preprocess.orient and not gpu.data.preprocess.mirror_left and gpu.data.augment.enabled
