@@ -192,9 +192,10 @@ def cmd_finder_eval(args: argparse.Namespace) -> int:
     from crossmodal.report import write_metrics_json
 
     result = end_to_end(args.ckpt, resolve_finder(args.finder, None, args.ckpt), args.limit)
-    for name, key in (("ground-truth crops", "ground_truth_crops"), ("finder crops", "finder_crops")):
+    for name, key in (("ground-truth crops", "ground_truth_crops"), ("finder crops", "finder_crops"),
+                      ("finder crops, labelled side", "finder_crops_labelled_side")):
         m = result[key]
-        print(f"{name:<19} EPE mean {m['epe_mean']:.2f} mm | EPE median {m['epe_median']:.2f} mm | "
+        print(f"{name:<29} EPE mean {m['epe_mean']:.2f} mm | EPE median {m['epe_median']:.2f} mm | "
               f"AUC 0-50 {m['auc_0_50']:.3f} | AUC 20-50 {m['auc_20_50']:.3f}")
     print(f"{result['frames']} frames; finder: box IoU {result['finder_box_iou']:.3f}, side accuracy "
           f"{result['finder_side_accuracy']:.3f}, no hand found in {result['finder_missed']} (whole image used)")
