@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="LABEL=RUN_DIR")
     parser.add_argument("--train-frames", type=int, default=400)
     parser.add_argument("--plot", default="")
+    parser.add_argument("--curves-only", nargs="*", default=[], metavar="LABEL=RUN_DIR",
+                        help="runs only plotted, not evaluated again (e.g. runs whose cache predates a preprocessing field)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     curves = {}
@@ -97,6 +99,9 @@ def main() -> None:
         print(f"| {label} | {metrics['epe_mean']:.2f} | {vals[0]:.1f} / {min(vals):.1f} / {vals[-1]:.1f} | "
               f"{train_epe:.2f} | {elapsed / 60:.1f} min | {rate:.1f} | {spread:.0f} / {gt_spread:.0f} mm | {mirrored:.0%} |", flush=True)
         curves[label] = log
+    for item in args.curves_only:
+        label, _, folder = item.partition("=")
+        curves[label] = validation_log(Path(folder))
     if args.plot:
         import matplotlib
 

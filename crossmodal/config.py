@@ -297,7 +297,8 @@ def validate(cfg: Any) -> None:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
     if cfg.data.preprocess.orient and not cfg.data.preprocess.view_correction:
-        raise ConfigError("data.preprocess.orient rolls the view-corrected camera: it needs data.preprocess.view_correction: true")
+        raise ConfigError("data.preprocess.orient (on in the CPU profile) rolls the view-corrected camera, so it needs "
+                          "data.preprocess.view_correction: true; to crop without the correction add data.preprocess.orient=false")
     if cfg.data.num_points > cfg.data.preprocess.pool_size:
         raise ConfigError(
             f"data.num_points ({cfg.data.num_points}) cannot exceed data.preprocess.pool_size ({cfg.data.preprocess.pool_size})"

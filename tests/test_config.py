@@ -25,7 +25,7 @@ def test_defaults_yaml_and_overrides_merge_in_order(tmp_path):
 
 
 def test_override_converts_types():
-    cfg = load_config(None, ["data.labeled_fraction=0.25", "data.preprocess.view_correction=false"])
+    cfg = load_config(None, ["data.labeled_fraction=0.25", "data.preprocess.view_correction=false", "data.preprocess.orient=false"])
     assert cfg.data.labeled_fraction == 0.25
     assert cfg.data.preprocess.view_correction is False
 
@@ -37,6 +37,7 @@ def test_override_converts_types():
         (["data.batch_size=abc"], "config key 'data.batch_size'"),
         (["data.dataset=imagenet"], "data.dataset: unknown dataset 'imagenet'; registered datasets: rhd, stb, synthetic"),
         (["data.labeled_fraction=0"], "data.labeled_fraction must be in (0, 1]"),
+        (["profile=cpu", "data.preprocess.view_correction=false"], "add data.preprocess.orient=false"),
         (["data.labeled_fraction=1.5"], "data.labeled_fraction must be in (0, 1]"),
         (["data.num_points=2048"], "data.num_points (2048) cannot exceed data.preprocess.pool_size (1024)"),
         (["batch_size"], "override 'batch_size' is not of the form key=value"),

@@ -48,6 +48,23 @@ def test_image_to_joints_onnx_matches_pytorch_and_predict(tiny_data, tiny_checkp
         assert np.abs(out["pose"] - pred.joints).max() < 0.5
 
 
+def test_oriented_left_mirroring_model_exports_with_the_finder(tiny_data, tiny_finder, tmp_path):
+    """The CPU profile's preprocessing (orient + mirror_left) in the image -> joints graph runs in
+    onnxruntime as in PyTorch (onnxruntime has no Where over booleans: the graph's masks are float)."""
+    from crossmodal.config import load_config
+    from crossmodal.export import export_checkpoint
+    from crossmodal.train import train
+
+    cfg = load_config(None, [*tiny_data, "model.strategy=crossmodal", f"out_dir={tmp_path}", "name=canonical",
+                             "trainer.max_steps=2", "data.preprocess.orient=true", "data.preprocess.mirror_left=true",
+                             f"data.cache_dir={tmp_path / 'cache'}"])
+    ckpt = train(cfg).best_checkpoint
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in eval_images(tiny_data, 3)])
+    result = export_checkpoint(ckpt, "onnx", tmp_path / "canonical.onnx", None,
+                               tiny_finder / "checkpoints" / "best.ckpt", (320, 320), images)
+    assert result.checked_with == "onnxruntime" and result.max_difference <= 1e-4, result
+
+
 def test_graph_roll_equals_the_training_pipelines(tiny_data):
     """The graph's batched roll (crossmodal.finder.graph.roll_upright) turns a hand mask as
     geometry.roll_upright turns its pixels, and an empty mask is not turned."""

@@ -61,8 +61,8 @@ def mirror_intrinsics(K: Tensor, width: int) -> Tensor:
 
 
 def roll_upright(hand: Tensor, H: Tensor) -> Tensor:
-    """Batched ``geometry.roll_upright`` of the hand pixels ``hand`` (B, H, W) bool carried into
-    the crop by the homography ``H`` (B, 3, 3); the identity where a mask is empty."""
+    """Batched ``geometry.roll_upright`` of the hand pixels ``hand`` (B, H, W; bool, or 0/1 float)
+    carried into the crop by the homography ``H`` (B, 3, 3); the identity where a mask is empty."""
     B, height, width = hand.shape
     v, u = torch.meshgrid(torch.arange(height, dtype=H.dtype), torch.arange(width, dtype=H.dtype), indexing="ij")
     points = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, -1, 3) @ H.transpose(1, 2)
@@ -117,7 +117,7 @@ class ImageToJoints(nn.Module):
 
     def crop(self, image: Tensor, K: Tensor, box: Tensor, hand: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(B, 3, S, S) crops of the boxes, and R (corrected = R @ camera); with ``preprocess.orient``
-        the camera is rolled by the hand pixels ``hand`` (B, H, W) bool, as ``crop_rgb`` does."""
+        the camera is rolled by the hand pixels ``hand`` (B, H, W; 0/1), as ``crop_rgb`` does."""
         S, (height, width) = self.crop_size, self.image_size
         centre = (box[:, :2] + box[:, 2:]) / 2
         side = ((box[:, 2:] - box[:, :2]).amax(dim=1) * self.margin).clamp_min(1.0)
@@ -156,7 +156,8 @@ class ImageToJoints(nn.Module):
         height, width = self.image_size
         whole = torch.tensor([-0.5, -0.5, width - 0.5, height - 0.5], dtype=image.dtype).expand_as(located.box)
         box = torch.where(found[:, None], located.box, whole)
-        hand = located.hand & found[:, None, None]
+        # As a float mask: onnxruntime has no Where over booleans.
+        hand = (located.hand & found[:, None, None]).to(image.dtype)
         # The finder's side, where the model saw the other one only: the image, its camera, the box
         # and the hand's pixels are mirrored (u -> W - 1 - u), and the outputs mirrored back.
         if self.only_side:
