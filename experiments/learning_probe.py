@@ -71,16 +71,10 @@ def orient_upright(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     the same rotation Rz about the view axis applied to the 3D pose. The protocol's EPE is
     unchanged by a rotation of prediction and ground truth alike. Not usable at test time (it
     reads the labels): it measures what a canonical orientation could be worth."""
-    from crossmodal.data.augment import warp_images
+    from crossmodal.data.augment import similarity, warp_images
     d = data["uv"][:, 12] - data["uv"][:, 0]
     angle = -math.pi / 2 - torch.atan2(d[:, 1], d[:, 0])  # rotate the axis onto (0, -1)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    zero, one = torch.zeros_like(cos), torch.ones_like(cos)
-    size = data["image"].shape[-1]
-    c = (size - 1) / 2.0
-    A = torch.stack([torch.stack([cos, -sin, c - (cos - sin) * c], -1), torch.stack([sin, cos, c - (sin + cos) * c], -1),
-                     torch.stack([zero, zero, one], -1)], 1)
-    Rz = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1), torch.stack([zero, zero, one], -1)], 1)
+    A, Rz = similarity(torch.ones_like(angle), torch.zeros(len(angle), 2), angle, data["image"].shape[-1])
     out = dict(data)
     images = []
     for i in range(0, len(angle), 256):

@@ -17,6 +17,8 @@ import numpy as np
 
 def sign_agreement(root: str, frames: int, every: int) -> dict[str, float]:
     import crossmodal.data  # noqa: F401 - registers the datasets
+    from crossmodal.data.geometry import roll_upright
+    from crossmodal.data.preprocess import mask_pixels
     from crossmodal.data.rhd import hand_mask
     from crossmodal.registry import DATASETS
 
@@ -24,18 +26,16 @@ def sign_agreement(root: str, frames: int, every: int) -> dict[str, float]:
     votes: dict[str, list[bool]] = {"third moment": [], "wider half": []}
     for i in range(0, min(frames, len(dataset)), every):
         frame = dataset[i]
-        rows, cols = np.nonzero(hand_mask(np.asarray(frame["mask"]), frame["hand_side"]))
-        d = np.stack([cols, rows], 1).astype(np.float64)
-        d -= d.mean(axis=0)
-        a, b, c = np.mean(d[:, 0] ** 2), np.mean(d[:, 0] * d[:, 1]), np.mean(d[:, 1] ** 2)
-        theta = 0.5 * np.arctan2(2 * b, a - c)
-        axis = np.array([np.cos(theta), np.sin(theta)])
-        along, across = d @ axis, d @ np.array([-axis[1], axis[0]])
+        pixels = mask_pixels(hand_mask(np.asarray(frame["mask"]), frame["hand_side"]))
         uv = np.asarray(frame["uv"], dtype=np.float64)
-        truth = np.sign(axis @ (uv[12] - uv[0]))
-        votes["third moment"].append(np.sign(np.mean(along**3)) == truth)
-        wider = np.mean(across[along >= 0] ** 2) >= np.mean(across[along < 0] ** 2)
-        votes["wider half"].append((1.0 if wider else -1.0) == truth)
+        palm = uv[12] - uv[0]
+        # The kept sign is geometry.roll_upright's own: the axis it turns onto (0, -1) is Rz^T (0, -1).
+        kept = roll_upright(pixels)[:2, :2].T @ np.array([0.0, -1.0])
+        votes["wider half"].append(kept @ palm > 0)
+        # The first version's sign: the third moment along the same (unsigned) axis.
+        d = pixels - pixels.mean(axis=0)
+        along = d @ kept
+        votes["third moment"].append((np.mean(along**3) >= 0) == (kept @ palm > 0))
     return {k: float(np.mean(v)) for k, v in votes.items()}
 
 

@@ -84,6 +84,27 @@ def warp_images(image: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image, grid.view(B, height, width, 2), mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+def similarity(scale: torch.Tensor, shift: torch.Tensor, angle: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, the 2D similarity ``A`` (B, 3, 3) about the centre of an ``size`` crop,
+    ``p' = s Rot(theta) (p - c) + c + t``, and its rotation ``Rz`` (B, 3, 3) about the camera's z axis."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero, one = torch.zeros_like(cos), torch.ones_like(cos)
+    centre = (size - 1) / 2.0
+    A = torch.stack(
+        [
+            torch.stack([scale * cos, -scale * sin, centre + shift[:, 0] - scale * (cos - sin) * centre], -1),
+            torch.stack([scale * sin, scale * cos, centre + shift[:, 1] - scale * (sin + cos) * centre], -1),
+            torch.stack([zero, zero, one], -1),
+        ],
+        dim=1,
+    )
+    Rz = torch.stack(
+        [torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1), torch.stack([zero, zero, one], -1)],
+        dim=1,
+    )
+    return A, Rz
+
+
 def augment_batch(
     batch: dict[str, torch.Tensor], cfg: AugmentConfig, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
@@ -102,22 +123,7 @@ def augment_batch(
     angle = _uniform(-cfg.rotate, cfg.rotate, (B,), generator, image)
     hue = _uniform(-cfg.hue, cfg.hue, (B,), generator, image)
 
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    zero, one = torch.zeros_like(cos), torch.ones_like(cos)
-    centre = (size - 1) / 2.0
-    # p' = s Rot (p - c) + c + t, as a 3x3 matrix per sample.
-    A = torch.stack(
-        [
-            torch.stack([scale * cos, -scale * sin, centre + shift[:, 0] - scale * (cos - sin) * centre], -1),
-            torch.stack([scale * sin, scale * cos, centre + shift[:, 1] - scale * (sin + cos) * centre], -1),
-            torch.stack([zero, zero, one], -1),
-        ],
-        dim=1,
-    )
-    Rz = torch.stack(
-        [torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1), torch.stack([zero, zero, one], -1)],
-        dim=1,
-    )
+    A, Rz = similarity(scale, shift, angle, size)
 
     out = dict(batch)
     out["image"] = shift_hue(warp_images(image, A), hue).clamp(0.0, 1.0)

@@ -71,6 +71,12 @@ def _skeleton_hand_cloud(frame: dict[str, Any], cfg: PreprocessConfig, scale: fl
     return points[near]
 
 
+def mask_pixels(mask: np.ndarray) -> np.ndarray:
+    """(N, 2) float (u, v) of the true pixels of an (H, W) mask: the hand's pixels ``orient`` turns by."""
+    rows, cols = np.nonzero(mask)
+    return np.stack([cols, rows], axis=1).astype(np.float64)
+
+
 def crop_box(hand_mask: np.ndarray | None, extra_uv: np.ndarray | None, margin: float) -> tuple[np.ndarray, float]:
     """Centre (u, v) and side of the square crop around the hand pixels (and ``extra_uv`` points).
 
@@ -202,8 +208,7 @@ def preprocess_frame(frame: dict[str, Any], cfg: PreprocessConfig) -> dict[str, 
             raise EmptyHandError(f"frame {frame.get('index')}: no {hand_side}-hand pixels in the mask")
         points = _masked_hand_cloud(frame, hand_mask)
         centre, side = crop_box(hand_mask, None, cfg.crop_margin)
-        rows, cols = np.nonzero(hand_mask)
-        hand_uv = np.stack([cols, rows], axis=1).astype(np.float64)
+        hand_uv = mask_pixels(hand_mask) if cfg.orient else None
     else:
         points = _skeleton_hand_cloud(frame, cfg, scale)
         if len(points) == 0:

@@ -21,33 +21,23 @@ from crossmodal.finder.metrics import box_iou
 
 
 def _pose(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, pixels: np.ndarray | None,
-          side: str) -> np.ndarray:
+          side: str | None) -> np.ndarray:
     """The model's pose (normalised, root-relative, image camera) for the hand box ``lo``-``hi`` of
-    side ``side``, cropped like predict: mirrored when the model saw the other side only
+    side ``side``, cropped by predict's own code: mirrored when the model saw the other side only
     (``plan_hand``), turned by the hand's ``pixels`` (H, W) bool for ``preprocess.orient``. A frame
     where the finder saw nothing has no pixels: its whole-image crop is then not turned."""
     from dataclasses import replace
 
-    from crossmodal.data.geometry import mirror_intrinsics
-    from crossmodal.data.preprocess import crop_box, crop_rgb
-    from crossmodal.predict.boxes import pixel_coordinates
+    from crossmodal.predict.boxes import box_region
+    from crossmodal.predict.image import crop_and_infer
     from crossmodal.predict.side import plan_hand
 
     pre = model.preprocess
     mirror = plan_hand(str(model.config.data.dataset), side, "finder-eval", bool(pre.mirror_left)).mirror
-    if mirror:
-        width = image.shape[1]
-        image, K = np.ascontiguousarray(image[:, ::-1]), mirror_intrinsics(K, width)
-        lo, hi = np.array([width - 1 - hi[0], lo[1]]), np.array([width - 1 - lo[0], hi[1]])
-        pixels = None if pixels is None else pixels[:, ::-1]
-    centre, size = crop_box(None, np.stack([lo, hi]), pre.crop_margin)
-    if pixels is None:
-        crop = crop_rgb(image, K, centre, size, replace(pre, orient=False))
-    else:
-        crop = crop_rgb(image, K, centre, size, pre, pixel_coordinates(pixels))
+    region = box_region(lo, hi, pre.crop_margin, "finder-eval", pixels)
+    crop, out, _ = crop_and_infer(model, image, K, region, mirror, None if pixels is not None else replace(pre, orient=False))
     # Model output: normalised, root-relative, in the crop camera; R^T takes it to the image camera.
-    pose = model.predict(crop.image[None])["pose"][0].astype(np.float64) @ crop.rotation
-    return pose * np.array([-1.0 if mirror else 1.0, 1.0, 1.0])
+    return (out["pose"][0].astype(np.float64) @ crop.rotation) * np.array([-1.0 if mirror else 1.0, 1.0, 1.0])
 
 
 def _score(poses: list[np.ndarray], truth: np.ndarray, scale: np.ndarray, visible: np.ndarray, palm: bool) -> dict[str, Any]:

@@ -105,9 +105,9 @@ class ImageToJoints(nn.Module):
         self.orient = bool(pre.orient)
         # A model that saw one side only gets the other side mirrored, as predict does
         # (crossmodal.predict.side.plan_hand): "right" / "left" is the side it saw, "" both.
-        from crossmodal.predict.side import TRAINING_HANDS
+        from crossmodal.predict.side import training_hands
 
-        sides = ("right",) if pre.mirror_left else TRAINING_HANDS.get(str(model.config.data.dataset), ("left", "right"))
+        sides = training_hands(str(model.config.data.dataset), bool(pre.mirror_left)) or ("left", "right")
         self.only_side = sides[0] if len(sides) == 1 else ""
         self.image_size = (height, width)
 

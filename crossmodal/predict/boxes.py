@@ -28,29 +28,23 @@ class HandRegion:
 def box_region(lo: np.ndarray, hi: np.ndarray, margin: float, source: str, pixels: np.ndarray | None = None) -> HandRegion:
     """The crop of a hand box given by its pixel edges, as ``preprocess.crop_box`` makes it from a
     mask; ``pixels`` (H, W) bool, when known, are the hand's pixels."""
-    from crossmodal.data.preprocess import crop_box
+    from crossmodal.data.preprocess import crop_box, mask_pixels
 
     centre, side = crop_box(None, np.stack([lo, hi]), margin)
     return HandRegion(np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64), centre, side, source,
-                      None if pixels is None else pixel_coordinates(pixels))
-
-
-def pixel_coordinates(mask: np.ndarray) -> np.ndarray:
-    """(N, 2) float (u, v) of the true pixels of an (H, W) mask."""
-    rows, cols = np.nonzero(mask)
-    return np.stack([cols, rows], axis=1).astype(np.float64)
+                      None if pixels is None else mask_pixels(pixels))
 
 
 def hand_region(shape: tuple[int, ...], mask: np.ndarray | None, bbox: Sequence[float] | None, margin: float) -> HandRegion:
     """The hand box from the mask, the box, or the whole image, cropped by ``preprocess.crop_box``."""
-    from crossmodal.data.preprocess import crop_box
+    from crossmodal.data.preprocess import crop_box, mask_pixels
 
     height, width = shape[:2]
     if mask is not None:
         rows, cols = np.nonzero(mask)
         lo, hi = np.array([cols.min() - 0.5, rows.min() - 0.5]), np.array([cols.max() + 0.5, rows.max() + 0.5])
         centre, side = crop_box(mask, None, margin)
-        return HandRegion(lo, hi, centre, side, "mask", pixel_coordinates(mask))
+        return HandRegion(lo, hi, centre, side, "mask", mask_pixels(mask))
     if bbox is not None:
         x, y, w, h = bbox
         # The box covers columns x .. x+w-1 and rows y .. y+h-1, like a mask of those pixels.

@@ -118,7 +118,7 @@ def predict_image(
         raise InputError(f"{image_path}: this model turns each crop by the hand's pixels (preprocess.orient), and "
                          f"{'--bbox' if region.source == '--bbox' else 'the whole image'} gives none: give --mask, or "
                          "neither --mask nor --bbox so that the hand finder finds the hand")
-    crop, out, outline = _crop_and_infer(model, image, K, region, hand.mirror)
+    crop, out, outline = crop_and_infer(model, image, K, region, hand.mirror)
     # corrected = R @ camera, so camera-frame rows = corrected rows @ R; then un-mirror and scale.
     back = np.array([-1.0 if hand.mirror else 1.0, 1.0, 1.0]) * (float(bone_mm) if bone_mm is not None else 1.0)
     joints = (out["pose"][0].astype(np.float64) @ crop.rotation) * back
@@ -129,13 +129,14 @@ def predict_image(
                       K, K_statement, units, hand, crop.rotation, notes, said)
 
 
-def _crop_and_infer(model: InferenceModel, image: np.ndarray, K: np.ndarray, region: HandRegion,
-                    mirror: bool) -> tuple[Any, dict[str, np.ndarray], np.ndarray]:
+def crop_and_infer(model: InferenceModel, image: np.ndarray, K: np.ndarray, region: HandRegion,
+                   mirror: bool, preprocess: Any = None) -> tuple[Any, dict[str, np.ndarray], np.ndarray]:
     """The training crop of the hand, the model's outputs on it, and the crop's outline in the image.
 
     When the hand is mirrored for the model, the model sees the flipped image with the flipped
-    camera (:func:`mirror_intrinsics`) and the crop centre flipped (u -> W - 1 - u); the
-    outline is flipped back so that it is drawn on the image as given.
+    camera (:func:`mirror_intrinsics`), the crop centre and the hand's pixels flipped
+    (u -> W - 1 - u); the outline is flipped back so that it is drawn on the image as given.
+    ``preprocess`` replaces the model's own (finder-eval crops a missed hand unturned).
     """
     from crossmodal.data.preprocess import crop_rgb
 
@@ -144,7 +145,7 @@ def _crop_and_infer(model: InferenceModel, image: np.ndarray, K: np.ndarray, reg
     if mirror:
         image, K, centre = image[:, ::-1], mirror_intrinsics(K, width), np.array([width - 1 - centre[0], centre[1]])
         pixels = None if pixels is None else np.stack([width - 1 - pixels[:, 0], pixels[:, 1]], axis=1)
-    crop = crop_rgb(np.ascontiguousarray(image), K, centre, region.side, model.preprocess, pixels)
+    crop = crop_rgb(np.ascontiguousarray(image), K, centre, region.side, preprocess or model.preprocess, pixels)
     s = model.crop_size
     corners = np.array([[-0.5, -0.5], [s - 0.5, -0.5], [s - 0.5, s - 0.5], [-0.5, s - 0.5]])
     outline = apply_homography(np.linalg.inv(crop.homography), corners)

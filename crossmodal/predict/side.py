@@ -21,6 +21,12 @@ class HandPlan:
     statement: str
 
 
+def training_hands(dataset: str, mirror_left: bool = False) -> tuple[str, ...] | None:
+    """The sides a model saw: right only with ``preprocess.mirror_left`` (its left hands were
+    mirrored), else those of its dataset; None when predict does not know the dataset."""
+    return ("right",) if mirror_left else TRAINING_HANDS.get(dataset)
+
+
 def plan_hand(dataset: str, side: str | None, side_source: str, mirror_left: bool = False) -> HandPlan:
     """Mirror only when the training data holds one side and the image shows the other.
 
@@ -30,12 +36,11 @@ def plan_hand(dataset: str, side: str | None, side_source: str, mirror_left: boo
     with ``preprocess.mirror_left`` saw right hands only (its left hands were mirrored), so a
     left hand is flipped for it.
     """
-    sides = TRAINING_HANDS.get(dataset)
-    if sides is None and not mirror_left:
+    sides = training_hands(dataset, mirror_left)
+    if sides is None:
         training = f"{dataset}: which hands it holds is not known to predict"
         return HandPlan(side, side_source, False, training, f"training data {training}; the image is used as is (no mirroring)")
     if mirror_left:
-        sides = ("right",)
         training = f"{dataset}: right hands only (left hands mirrored into right ones, preprocess.mirror_left)"
     else:
         training = f"{dataset}: " + (" and ".join(sides) + " hands, unmirrored" if len(sides) > 1 else f"{sides[0]} hands only")
