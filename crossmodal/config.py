@@ -140,7 +140,7 @@ class Config:
     name: str = ""  # run folder name under out_dir; "" -> <strategy>-<timestamp>
     out_dir: str = "runs"
     seed: int = 0
-    profile: str = "auto"  # cpu | gpu | auto (gpu when CUDA is available): presets merged under your YAML
+    profile: str = "auto"  # cpu | cpu-long | gpu | auto (gpu when CUDA is available): presets merged under your YAML
     resume: str = ""  # "" (fresh run), "true" (last checkpoint of runs/<name>) or a checkpoint path
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -308,7 +308,7 @@ def validate(cfg: Any) -> None:
         )
 
 
-PROFILES = ("cpu", "gpu", "none")
+PROFILES = ("cpu", "cpu-long", "gpu", "none")
 SCHEDULES = ("plateau", "cosine")
 
 
@@ -324,11 +324,12 @@ def resolve_profile(name: str) -> str:
 
 
 def profile_layer(name: str) -> Any:
+    """A profile's preset; it may build on another with ``defaults: [cpu.yaml]``."""
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
-    return OmegaConf.load(Path(__file__).parent / "profiles" / f"{name}.yaml")
+    return OmegaConf.merge(*(node for _, node in _yaml_layers(str(Path(__file__).parent / "profiles" / f"{name}.yaml"))))
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[list[str]] = None, schema: type = Config) -> Any:

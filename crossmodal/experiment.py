@@ -245,7 +245,8 @@ def run_experiment(
             outcomes[(r.name, s)] = earlier or Outcome(r.name, s, "pending")
     start = time.perf_counter()
     total = len(chosen) * len(seeds)
-    for i, (row, seed) in enumerate(((r, s) for r in chosen for s in seeds), 1):
+    # Seed by seed: an interrupted campaign leaves every row with the same number of seeds.
+    for i, (row, seed) in enumerate(((r, s) for s in seeds for r in chosen), 1):
         print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed})", flush=True)
         outcome = run_one(exp, row, seed, overrides, Path(out_dir), command)
         outcomes[(row.name, seed)] = outcome
