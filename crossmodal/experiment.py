@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from crossmodal.errors import ConfigError, CrossmodalError
-from crossmodal.train import validation_curve
+from crossmodal.train import lr_curve, validation_curve
 
 MANIFEST = "experiment.yaml"
 #: Metrics summarised per row (keys of metrics.json), with their table headings.
@@ -73,7 +73,8 @@ class Outcome:
     run_dir: str = ""
     wall_s: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
-    val_curve: list[float] = field(default_factory=list)  # validation EPE (mm) after each epoch
+    val_curve: list[float] = field(default_factory=list)  # validation EPE (mm) at each validation
+    lr_curve: list[float] = field(default_factory=list)  # learning rate as logged during training
     error: str = ""
 
 
@@ -176,7 +177,8 @@ def finished_outcome(row: Row, seed: int, run_dir: Path) -> Outcome | None:
     if not record.is_file():
         return None
     done = json.loads(record.read_text())
-    return Outcome(row.name, seed, "reused", str(run_dir), done.get("wall_s"), done["metrics"], validation_curve(run_dir))
+    return Outcome(row.name, seed, "reused", str(run_dir), done.get("wall_s"), done["metrics"], validation_curve(run_dir),
+                   lr_curve(run_dir))
 
 
 def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir: Path, command: str) -> Outcome:
@@ -206,7 +208,7 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
             "git_commit": git_commit(), "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "metrics": metrics,
         }, indent=2) + "\n")
-        return Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir))
+        return Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir), lr_curve(run_dir))
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - one failing row must not stop the others
@@ -284,10 +286,22 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         values = np.array([o.metrics[key] for o in ok], dtype=np.float64)
         out[key] = float(values.mean())
         out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+    out["seeds"] = [o.seed for o in ok]
+    out["epe_per_seed"] = [o.metrics["epe_mean"] for o in ok]
     curves = [o.val_curve for o in ok if o.val_curve]
-    if curves:  # first and last validation EPE, averaged over seeds: was the row still improving?
+    if curves:  # averaged over seeds: had the row stopped improving?
         out["val_first"] = float(np.mean([c[0] for c in curves]))
+        out["val_best"] = float(np.mean([min(c) for c in curves]))
         out["val_last"] = float(np.mean([c[-1] for c in curves]))
+        # Converged (issue 13): the last validation within 2% of the run's best, in every seed.
+        out["converged"] = all(c[-1] <= 1.02 * min(c) for c in curves)
+        # What the last validation gained on the one before it, in % (a curve still falling steeply
+        # at its end had more to learn, whatever the schedule did to the lr).
+        out["val_last_gain_pct"] = float(np.mean([100 * (c[-2] - c[-1]) / c[-2] for c in curves if len(c) > 1])) \
+            if any(len(c) > 1 for c in curves) else None
+    lrs = [o.lr_curve for o in ok if o.lr_curve]
+    if lrs:  # the lr at the end of training over its peak: < 1 means it was dropped or annealed
+        out["lr_end_over_peak"] = float(np.mean([c[-1] / max(c) for c in lrs]))
     out["thresholds"] = ok[0].metrics["thresholds"]
     out["pck"] = np.mean([o.metrics["pck"] for o in ok], axis=0).tolist()
     return out
@@ -298,6 +312,16 @@ def _cell(summary: dict[str, Any], key: str, digits: int) -> str:
         return "—"
     std = summary[f"{key}_std"]
     return f"{summary[key]:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
+def _val_cells(s: dict[str, Any]) -> list[str]:
+    """First / best / last validation EPE, the last validation's gain, converged?, lr end / peak."""
+    if "val_first" not in s:
+        return ["—"] * 4
+    gain = "—" if s.get("val_last_gain_pct") is None else f"{s['val_last_gain_pct']:.1f}%"
+    lr = f"{s['lr_end_over_peak']:.2f}" if "lr_end_over_peak" in s else "—"
+    return [f"{s['val_first']:.1f} / {s['val_best']:.1f} / {s['val_last']:.1f}", gain,
+            "yes" if s["converged"] else "no", lr]
 
 
 def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], results_dir: Path, command: str,
@@ -331,15 +355,21 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
     row_time = sum(o.wall_s or 0.0 for o in outcomes if o.status in ("done", "reused"))
     lines += [f"- train+eval time of the finished runs (this and earlier invocations): {_duration(row_time)}",
               "- cells: mean ± sample standard deviation over the seeds that finished (n)",
-              "- val EPE: validation EPE after the first and the last epoch (is the row still improving?)", "",
-              "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values()) + " | val EPE first → last | n | train+eval time |",
-              "|---|---:|" + "---:|" * len(SUMMARY) + "---:|---:|---:|"]
+              "- per seed: each seed's test EPE mean, in the order of the seeds column",
+              "- val EPE first / best / last: the validation curve (mean over seeds); last gain: what the last "
+              "validation gained on the one before; converged: the last validation within 2% of the best, "
+              "in every seed; lr end / peak: below 1 when the schedule dropped or annealed the lr", "",
+              "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values())
+              + " | per seed | seeds | val EPE first / best / last | last gain | converged | lr end / peak | train+eval time |",
+              "|---|---:|" + "---:|" * len(SUMMARY) + "---|---|---:|---:|---|---:|---:|"]
     for r in rows:
         s = summaries[r.name]
         paper = f"{r.paper:.2f}" if r.paper is not None else "—"
         cells = [_cell(s, k, 2 if k.startswith("epe") else 3) for k in SUMMARY]
-        val = f"{s['val_first']:.1f} → {s['val_last']:.1f}" if "val_first" in s else "—"
-        lines.append(f"| {r.label} | {paper} | " + " | ".join(cells) + f" | {val} | {s['n']} | {_duration(s.get('wall_s'))} |")
+        per_seed = ", ".join(f"{v:.2f}" for v in s.get("epe_per_seed", [])) or "—"
+        seeds_cell = ", ".join(str(v) for v in s.get("seeds", [])) or "—"
+        lines.append(f"| {r.label} | {paper} | " + " | ".join(cells) + f" | {per_seed} | {seeds_cell} | "
+                     + " | ".join(_val_cells(s)) + f" | {_duration(s.get('wall_s'))} |")
     failed = [o for o in outcomes if o.status == "failed"]
     pending = [o for o in outcomes if o.status == "pending"]
     if failed:

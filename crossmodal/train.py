@@ -59,20 +59,30 @@ def set_aside_csv_log(run_dir: Path) -> None:
         current.rename(current.with_name(f"metrics.part{k}.csv"))
 
 
-def validation_curve(run_dir: Path) -> list[float]:
-    """Validation EPE after each epoch's validation, from the run's CSV logs including those set
-    aside by resumed runs (empty if there are none). Epochs logged twice (work after the last
-    checkpoint of an interrupted run, redone on resume) keep their latest value."""
+def _logged(run_dir: Path, column: str) -> list[float]:
+    """One column of the run's CSV logs, in step order, including the logs set aside by resumed
+    runs. A step logged twice (work after the last checkpoint of an interrupted run, redone on
+    resume) keeps its latest value."""
     import csv
 
     folder = run_dir / "csv"
     parts = sorted(folder.glob("metrics.part*.csv"), key=lambda p: int(p.stem.removeprefix("metrics.part") or 0))
-    by_epoch: dict[int, float] = {}
+    by_step: dict[int, float] = {}
     for path in [*parts, folder / "metrics.csv"]:
         if path.is_file():
             with path.open() as f:
-                by_epoch.update((int(r["epoch"]), float(r["val/epe_mean"])) for r in csv.DictReader(f) if r.get("val/epe_mean"))
-    return [by_epoch[e] for e in sorted(by_epoch)]
+                by_step.update((int(r["step"]), float(r[column])) for r in csv.DictReader(f) if r.get(column))
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def validation_curve(run_dir: Path) -> list[float]:
+    """Validation EPE at each validation (one or more an epoch: trainer.val_check_interval)."""
+    return _logged(run_dir, "val/epe_mean")
+
+
+def lr_curve(run_dir: Path) -> list[float]:
+    """The learning rate as logged during training (every trainer.log_every_n_steps)."""
+    return _logged(run_dir, "lr-Adam")
 
 
 def resolve_resume(cfg: DictConfig) -> str | None:
@@ -237,7 +247,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_loggers: bool = True) -> 
             TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
             CSVLogger(save_dir=str(run_dir), name="csv", version=""),
         ]
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+        # Every log_every_n_steps: a per-step schedule (cosine) is seen to its end, not at epoch starts.
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
     if t.progress:
         callbacks.append(RichProgressBar(leave=True))
     # Lightning prints a line for every limit/interval passed explicitly: pass only changed ones.
