@@ -20,6 +20,8 @@ PYTEST_ARGS ?=
 # The paper's experiments run by `make experiments` (Table 2 needs the real datasets: add it
 # with EXPERIMENTS=experiments/table2 ARGS="data.root=...").
 EXPERIMENTS ?= experiments/table1 experiments/fig5_viewcorrection experiments/fig8_weak
+# Runs trained at once, each with cores / JOBS threads: on 2 cores two 1-thread runs beat one 2-thread run.
+JOBS ?= 2
 # DATA/DATA_ROOT pick the dataset (synthetic, rhd, stb); ARGS takes any key=value overrides.
 DATA_ARGS := data.dataset=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT),) $(if $(filter-out synthetic,$(DATA)),data.cache_dir=data/cache-$(DATA),)
 
@@ -57,7 +59,7 @@ finder: $(STAMP)  ## train the hand finder (whole image -> hand box and side) th
 	$(PY) -m crossmodal finder $(CONFIG) $(if $(filter-out synthetic,$(DATA)),data.dataset=$(DATA),) $(if $(DATA_ROOT),data.root=$(DATA_ROOT),) $(ARGS)
 
 experiments: $(STAMP)  ## run every row of EXPERIMENTS (finished rows are reused), tables in experiments/results/
-	$(PY) -m crossmodal experiment $(EXPERIMENTS) $(ARGS)
+	$(PY) -m crossmodal experiment $(EXPERIMENTS) --jobs $(JOBS) $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

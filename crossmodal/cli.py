@@ -215,6 +215,8 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
     p.add_argument("--out", default="runs/experiments", help="where the runs are trained (one folder per config hash)")
     p.add_argument("--results", default="experiments/results", help="where <name>.md/.csv/.json/_pck.png are written")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each with cpu_count / jobs threads (2 on a 2-core CPU)")
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -238,9 +240,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     rows = [r for r in args.rows.split(",") if r] if args.rows else None
     failed = 0
     for folder in folders:
-        options = [*(["--seeds", args.seeds] if args.seeds else []), *(["--rows", args.rows] if args.rows else [])]
+        options = [*(["--seeds", args.seeds] if args.seeds else []), *(["--rows", args.rows] if args.rows else []),
+                   *(["--jobs", str(args.jobs)] if args.jobs != 1 else [])]
         command = shlex.join(["python", "-m", "crossmodal", "experiment", folder, *options, *overrides])
-        outcomes = run_experiment(folder, overrides, seeds, rows, args.out, args.results, command)
+        outcomes = run_experiment(folder, overrides, seeds, rows, args.out, args.results, command, args.jobs)
         failed += sum(o.status == "failed" for o in outcomes)
     return 1 if failed else 0
 

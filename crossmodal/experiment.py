@@ -217,6 +217,28 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         return Outcome(row.name, seed, "failed", str(run_dir or ""), error=_one_line(exc))
 
 
+def _worker_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def prepare_data(configs: list[Any]) -> None:
+    """Generate and cache each distinct dataset the configs need, once, before parallel runs: two
+    runs building the same cache at once would race on its file."""
+    from omegaconf import OmegaConf
+
+    from crossmodal.train import build_datamodule
+
+    seen = set()
+    for cfg in configs:
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        key = json.dumps([data[k] for k in ("dataset", "root", "cache_dir", "synthetic", "preprocess")], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            build_datamodule(cfg).prepare_data()
+
+
 def run_experiment(
     folder: str | os.PathLike,
     overrides: list[str] | None = None,
@@ -225,8 +247,14 @@ def run_experiment(
     out_dir: str | os.PathLike = "runs/experiments",
     results_dir: str | os.PathLike = "experiments/results",
     command: str | None = None,
+    jobs: int = 1,
 ) -> list[Outcome]:
-    """Run every (row, seed) of an experiment, writing the results after each; see the module doc."""
+    """Run every (row, seed) of an experiment, writing the results after each; see the module doc.
+
+    ``jobs`` > 1 trains that many runs at once in worker processes, each with its share of the
+    CPU threads (small convolutions use a second thread poorly). The data are prepared first."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     exp = load_experiment(folder)
     overrides = list(overrides or [])
     seeds = list(seeds) if seeds else exp.seeds
@@ -246,23 +274,68 @@ def run_experiment(
             earlier = finished_outcome(r, s, Path(out_dir) / config_key(row_config(exp, r, s, overrides)))
             outcomes[(r.name, s)] = earlier or Outcome(r.name, s, "pending")
     start = time.perf_counter()
-    total = len(chosen) * len(seeds)
     # Seed by seed: an interrupted campaign leaves every row with the same number of seeds.
-    for i, (row, seed) in enumerate(((r, s) for s in seeds for r in chosen), 1):
-        print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed})", flush=True)
-        outcome = run_one(exp, row, seed, overrides, Path(out_dir), command)
-        outcomes[(row.name, seed)] = outcome
+    order = [(r, s) for s in seeds for r in chosen]
+    total = len(order)
+    labels = {r.name: r.label for r in exp.rows}
+
+    def record(i: int, outcome: Outcome) -> None:
+        outcomes[(outcome.row, outcome.seed)] = outcome
         detail = {"done": f"EPE {outcome.metrics.get('epe_mean', math.nan):.2f} mm in {_duration(outcome.wall_s)}",
                   "reused": f"EPE {outcome.metrics.get('epe_mean', math.nan):.2f} mm, finished earlier in {outcome.run_dir}",
                   "failed": f"{outcome.error} (traceback: {outcome.run_dir}/error.txt)"}[outcome.status]
-        print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed}): {outcome.status}: {detail}", flush=True)
+        print(f"[{exp.name} {i}/{total}] {labels[outcome.row]} (seed {outcome.seed}): {outcome.status}: {detail}", flush=True)
         write_results(exp, exp.rows, list(outcomes.values()), Path(results_dir), command, seeds,
                       time.perf_counter() - start)
+
+    if jobs == 1:
+        for i, (row, seed) in enumerate(order, 1):
+            print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed})", flush=True)
+            record(i, run_one(exp, row, seed, overrides, Path(out_dir), command))
+    else:
+        _run_parallel(exp, order, overrides, Path(out_dir), command, jobs, outcomes, record)
     failed = [o for o in outcomes.values() if o.status == "failed"]
     print(f"{exp.name}: {total - len(failed)}/{total} selected runs finished; results in {Path(results_dir) / exp.name}.md")
     for o in failed:
         print(f"  FAILED {o.row} seed {o.seed}: {o.error}")
     return [outcomes[(r.name, s)] for r in chosen for s in seeds]
+
+
+def _run_parallel(exp: Experiment, order: list[tuple[Row, int]], overrides: list[str], out_dir: Path, command: str,
+                  jobs: int, outcomes: dict, record: Any) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    todo = [(r, s) for r, s in order if outcomes[(r.name, s)].status == "pending"]
+    for i, (row, seed) in enumerate(order, 1):  # finished runs are reported as the sequential path does
+        if outcomes[(row.name, seed)].status != "pending":
+            record(i, outcomes[(row.name, seed)])
+    prepare_data([row_config(exp, r, s, overrides) for r, s in todo])
+    index = {(r.name, s): i for i, (r, s) in enumerate(order, 1)}
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # spawn: a forked child would inherit this process's torch thread pools and open HDF5 handles.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_threads,
+                             initargs=(threads,)) as pool:
+        running, queue = {}, iter(todo)
+
+        def start_next() -> None:
+            row, seed = next(queue, (None, None))
+            if row is not None:
+                print(f"[{exp.name} {index[(row.name, seed)]}/{len(order)}] {row.label} (seed {seed}), "
+                      f"{jobs} at a time with {threads} thread(s) each", flush=True)
+                running[pool.submit(run_one, exp, row, seed, overrides, out_dir, command)] = (row.name, seed)
+
+        try:
+            for _ in range(jobs):
+                start_next()
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    record(index[running.pop(future)], future.result())
+                    start_next()
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 # ---------------------------------------------------------------------- results

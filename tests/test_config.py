@@ -94,3 +94,18 @@ def test_cpu_profile_is_made_for_the_budget_and_gpu_profile_keeps_the_paper():
     assert "rgb_resnet18" not in gpu.model.encoder_options and gpu.data.num_points == 256
     assert "pose_mlp" not in gpu.model.decoder_options  # the paper's 4 x 128 MLP
     assert not gpu.data.preprocess.orient and not gpu.data.preprocess.mirror_left and gpu.data.augment.enabled
+
+
+def test_cpu_long_profile_is_the_cpu_profile_with_more_frames_and_steps():
+    """cpu-long builds on cpu (``defaults`` in a profile): only the data, its folders and the length differ."""
+    from omegaconf import OmegaConf
+
+    cpu = OmegaConf.to_container(load_config(None, ["profile=cpu"]))
+    long = OmegaConf.to_container(load_config(None, ["profile=cpu-long"]))
+    differ = {f"{a}.{b}" for a in cpu for b in (cpu[a] if isinstance(cpu[a], dict) else [None])
+              if (cpu[a].get(b) if b else cpu[a]) != (long[a].get(b) if b else long[a])}
+    assert differ == {"profile.None", "data.root", "data.cache_dir", "data.synthetic", "trainer.max_epochs",
+                      "trainer.val_check_interval"}
+    # Its own folders: frames already in a folder are used as they are, and a cache is keyed by its preprocessing.
+    assert long["data"]["root"] != cpu["data"]["root"] and long["data"]["cache_dir"] != cpu["data"]["cache_dir"]
+    assert long["data"]["synthetic"]["train"] == 32000 and long["trainer"]["max_epochs"] == 4

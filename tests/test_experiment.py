@@ -107,6 +107,21 @@ def test_table_written_mid_invocation_keeps_rows_not_reached_yet(miniature, tiny
     assert [(r["row"], r["status"]) for r in lines] == [("s1", "reused"), ("broken", "failed"), ("s4", "reused")]
 
 
+def test_parallel_runs_match_sequential_ones(miniature, tiny_data, tmp_path, single_thread):
+    """jobs=2 trains in worker processes (one thread each here): the same runs, the same numbers, the
+    failure still isolated, and the table holds every row."""
+    sequential = {o.row: o for o in run(miniature, tiny_data, tmp_path / "one")}
+    parallel = {o.row: o for o in run(miniature, tiny_data, tmp_path / "two", jobs=2)}
+    assert {k: o.status for k, o in parallel.items()} == {"s1": "done", "broken": "failed", "s4": "done"}
+    for row in ("s1", "s4"):
+        assert Path(parallel[row].run_dir).name == Path(sequential[row].run_dir).name  # same config hash
+        assert parallel[row].metrics["epe_mean"] == pytest.approx(sequential[row].metrics["epe_mean"], rel=1e-5)
+        assert len(parallel[row].val_curve) >= 1 and len(parallel[row].lr_curve) >= 1
+    assert "NonFiniteLossError" in parallel["broken"].error
+    lines = list(csv.DictReader((tmp_path / "two" / "results" / "mini.csv").open()))
+    assert [(r["row"], r["status"]) for r in lines] == [("s1", "done"), ("broken", "failed"), ("s4", "done")]
+
+
 def test_seeds_and_rows_select_runs(miniature, tiny_data, tmp_path):
     exp = load_experiment(miniature)
     keys = {config_key(row_config(exp, exp.rows[0], seed, tiny_data)) for seed in (0, 1)}
@@ -151,3 +166,5 @@ def test_paper_experiments_resolve_under_both_profiles(name):
     for profile in ("cpu", "gpu"):
         keys = [config_key(row_config(exp, row, 0, [f"profile={profile}", *extra])) for row in exp.rows]
         assert len(set(keys)) == len(keys), f"{name}: two rows compute the same thing"
+    if name != "table2":  # the CPU campaign (issue 13): trained until it has finished learning
+        assert {row_config(exp, row, 0, []).profile for row in exp.rows} == {"cpu-long"}
