@@ -14,7 +14,8 @@ first stopped (an interrupted run restarts from its last checkpoint), and identi
 of different experiments (Table 1's S4 is Fig. 8's 100 % row) train once. A row that
 fails is recorded with its error and the others go on. After every row the results are
 rewritten (atomically) to ``experiments/results/<name>.md`` (the paper-style table),
-``<name>.csv`` (one line per row and seed), ``<name>.json`` and ``<name>_pck.png``.
+``<name>.csv`` (one line per row and seed), ``<name>.json``, ``<name>_pck.png`` and
+``<name>_curves.png`` (each row's validation curve).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class Row:
 
 @dataclass
 class Experiment:
-    name: str  # the folder's name: results are written as <name>.md/.csv/.json/_pck.png
+    name: str  # the folder's name: results are written as <name>.md/.csv/.json/_pck.png/_curves.png
     folder: Path
     title: str
     reference: str  # where the paper column comes from (dataset, table)
@@ -399,7 +400,7 @@ def _val_cells(s: dict[str, Any]) -> list[str]:
 
 def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], results_dir: Path, command: str,
                   seeds: list[int], wall_s: float) -> None:
-    """``<name>.md`` (table), ``.csv`` (per seed), ``.json`` (everything) and ``_pck.png``."""
+    """``<name>.md`` (table), ``.csv`` (per seed), ``.json`` (everything), ``_pck.png`` and ``_curves.png``."""
     import csv
     import io
 
@@ -449,7 +450,7 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
         lines += ["", "Failed runs:"] + [f"- {o.row} seed {o.seed}: {o.error}" for o in failed]
     if pending:
         lines += ["", "Not run yet: " + ", ".join(f"{o.row} seed {o.seed}" for o in pending)]
-    lines += ["", f"![PCK curves]({exp.name}_pck.png)", ""]
+    lines += ["", f"![PCK curves]({exp.name}_pck.png)", "", f"![Validation curves]({exp.name}_curves.png)", ""]
     atomic_write_text(base.with_suffix(".md"), "\n".join(lines))
 
     buf = io.StringIO()
@@ -473,3 +474,7 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
               for r in rows if summaries[r.name]["n"]}
     if curves:
         report.plot_pck(curves, results_dir / f"{exp.name}_pck.png", exp.title)
+    val = {f"{r.label} (n={len(runs)})": runs for r in rows
+           if (runs := [o.val_curve for o in by_row[r.name] if o.status in ("done", "reused") and o.val_curve])}
+    if val:
+        report.plot_validation_curves(val, results_dir / f"{exp.name}_curves.png", exp.title)

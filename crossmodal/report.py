@@ -166,6 +166,32 @@ def plot_pck(
     save_figure(fig, path)
 
 
+def plot_validation_curves(
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    path: str | os.PathLike,
+    title: str = "validation EPE",
+) -> None:
+    """Validation EPE at each validation, one line per label (the mean over its runs, each run thin
+    behind it): whether a row had stopped improving is read off its last points."""
+    if not curves:
+        raise ValueError(f"plot_validation_curves: no curves given for {os.fspath(path)}")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for i, (label, runs) in enumerate(curves.items()):
+        colour = f"C{i % 10}"
+        length = min(len(r) for r in runs)
+        for r in runs:
+            ax.plot(np.arange(1, len(r) + 1), r, color=colour, alpha=0.25, linewidth=0.8)
+        mean = np.mean([np.asarray(r[:length], dtype=np.float64) for r in runs], axis=0)
+        ax.plot(np.arange(1, length + 1), mean, color=colour, marker="o", markersize=3, label=label)
+    ax.set_xlabel("validation")
+    ax.set_ylabel("validation EPE (mm)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize="small")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def project_points(xyz: Any, K: Any) -> np.ndarray:
     """(N, J, 3) camera-frame points (metres) and (N, 3, 3) or (3, 3) K -> (N, J, 2) pixels.
 

@@ -63,7 +63,7 @@ def test_runner_writes_results_resumes_and_isolates_failures(miniature, tiny_dat
     data = json.loads((results / "mini.json").read_text())
     assert data["rows"][0]["summary"]["n"] == 1 and len(data["rows"][0]["summary"]["pck"]) == 20
     assert len(data["rows"][0]["runs"][0]["val_curve"]) >= 1  # read back from the run's CSV log
-    assert (results / "mini_pck.png").stat().st_size > 0
+    assert (results / "mini_pck.png").stat().st_size > 0 and (results / "mini_curves.png").stat().st_size > 0
 
     # A second invocation reuses the finished runs (their records untouched) and retries the failure.
     records = {o.row: Path(o.run_dir) / "run.json" for o in outcomes if o.status == "done"}

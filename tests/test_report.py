@@ -94,6 +94,20 @@ def test_plot_pck_writes_a_real_png(tmp_path: Path) -> None:
     assert _leftovers(tmp_path) == []
 
 
+def test_plot_validation_curves_draws_runs_of_unequal_length(tmp_path: Path) -> None:
+    """A resumed or still-running row may have shorter curves: the mean covers the common part."""
+    from crossmodal.report import plot_validation_curves
+
+    path = tmp_path / "curves.png"
+    plot_validation_curves({"S1 (n=2)": [[60.0, 40.0, 30.0], [58.0, 41.0]], "S4 (n=1)": [[55.0, 35.0, 25.0]]}, path)
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+    with pytest.raises(ValueError, match="no curves"):
+        plot_validation_curves({}, tmp_path / "none.png")
+    assert _leftovers(tmp_path) == []
+
+
 def test_figure_format_follows_the_final_name(tmp_path: Path) -> None:
     path = tmp_path / "pck.svg"
     plot_pck({"a": ([0.0, 25.0, 50.0], [0.0, 0.5, 1.0])}, path)
