@@ -217,6 +217,8 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default="experiments/results", help="where <name>.md/.csv/.json/_pck.png are written")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each with cpu_count / jobs threads (2 on a 2-core CPU)")
+    p.add_argument("--tables-only", action="store_true",
+                   help="train nothing: rewrite the tables from the runs finished so far")
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -243,7 +245,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         options = [*(["--seeds", args.seeds] if args.seeds else []), *(["--rows", args.rows] if args.rows else []),
                    *(["--jobs", str(args.jobs)] if args.jobs != 1 else [])]
         command = shlex.join(["python", "-m", "crossmodal", "experiment", folder, *options, *overrides])
-        outcomes = run_experiment(folder, overrides, seeds, rows, args.out, args.results, command, args.jobs)
+        outcomes = run_experiment(folder, overrides, seeds, rows, args.out, args.results, command, args.jobs,
+                                  args.tables_only)
         failed += sum(o.status == "failed" for o in outcomes)
     return 1 if failed else 0
 

@@ -77,6 +77,7 @@ class Outcome:
     val_curve: list[float] = field(default_factory=list)  # validation EPE (mm) at each validation
     lr_curve: list[float] = field(default_factory=list)  # learning rate as logged during training
     error: str = ""
+    commit: str = ""  # the framework's git commit that trained it (run.json)
 
 
 # ---------------------------------------------------------------------- loading
@@ -179,7 +180,7 @@ def finished_outcome(row: Row, seed: int, run_dir: Path) -> Outcome | None:
         return None
     done = json.loads(record.read_text())
     return Outcome(row.name, seed, "reused", str(run_dir), done.get("wall_s"), done["metrics"], validation_curve(run_dir),
-                   lr_curve(run_dir))
+                   lr_curve(run_dir), commit=done.get("git_commit", ""))
 
 
 def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir: Path, command: str) -> Outcome:
@@ -204,12 +205,14 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
             raise CrossmodalError("training produced no checkpoint to evaluate")
         metrics = {k: result.metrics[k] for k in (*SUMMARY, "thresholds", "pck", "num_samples")}
         metrics = json.loads(json.dumps(metrics, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
+        commit = git_commit()
         atomic_write_text(run_dir / "run.json", json.dumps({
             "experiment": exp.name, "row": row.name, "seed": seed, "wall_s": wall, "resumed": cfg.resume == "true",
-            "git_commit": git_commit(), "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "git_commit": commit, "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "metrics": metrics,
         }, indent=2) + "\n")
-        return Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir), lr_curve(run_dir))
+        return Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir), lr_curve(run_dir),
+                       commit=commit)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - one failing row must not stop the others
@@ -249,11 +252,14 @@ def run_experiment(
     results_dir: str | os.PathLike = "experiments/results",
     command: str | None = None,
     jobs: int = 1,
+    tables_only: bool = False,
 ) -> list[Outcome]:
     """Run every (row, seed) of an experiment, writing the results after each; see the module doc.
 
     ``jobs`` > 1 trains that many runs at once in worker processes, each with its share of the
-    CPU threads (small convolutions use a second thread poorly). The data are prepared first."""
+    CPU threads (small convolutions use a second thread poorly). The data are prepared first.
+    ``tables_only`` trains nothing: the tables are rewritten from the runs finished so far (a
+    campaign spread over sessions records each table as its rows finish)."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     exp = load_experiment(folder)
@@ -289,6 +295,11 @@ def run_experiment(
         write_results(exp, exp.rows, list(outcomes.values()), Path(results_dir), command, seeds,
                       time.perf_counter() - start)
 
+    if tables_only:
+        write_results(exp, exp.rows, list(outcomes.values()), Path(results_dir), command, seeds, None)
+        done = sum(o.status == "reused" for o in outcomes.values())
+        print(f"{exp.name}: tables rewritten from {done}/{len(outcomes)} finished runs; {Path(results_dir) / exp.name}.md")
+        return [outcomes[(r.name, s)] for r in chosen for s in seeds]
     if jobs == 1:
         for i, (row, seed) in enumerate(order, 1):
             print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed})", flush=True)
@@ -399,7 +410,7 @@ def _val_cells(s: dict[str, Any]) -> list[str]:
 
 
 def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], results_dir: Path, command: str,
-                  seeds: list[int], wall_s: float) -> None:
+                  seeds: list[int], wall_s: float | None) -> None:
     """``<name>.md`` (table), ``.csv`` (per seed), ``.json`` (everything), ``_pck.png`` and ``_curves.png``."""
     import csv
     import io
@@ -423,7 +434,15 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
     base = results_dir / exp.name
 
     lines = [f"# {exp.title}", "", f"- command: `{command}`", f"- git commit: `{commit}`; seeds {seeds}; {header['date']}",
-             f"- machine: {header['machine']}", f"- wall time of this invocation: {_duration(wall_s)}"]
+             f"- machine: {header['machine']}",
+             "- written from the runs finished so far (`--tables-only`)" if wall_s is None
+             else f"- wall time of this invocation: {_duration(wall_s)}"]
+    commits: dict[str, int] = {}
+    for o in outcomes:
+        if o.status in ("done", "reused"):
+            commits[o.commit or "unknown"] = commits.get(o.commit or "unknown", 0) + 1
+    if commits:
+        lines.append("- commits that trained the runs: " + ", ".join(f"`{c}` ({n})" for c, n in commits.items()))
     if exp.reference:
         lines.append(f"- paper column: {exp.reference}")
     row_time = sum(o.wall_s or 0.0 for o in outcomes if o.status in ("done", "reused"))

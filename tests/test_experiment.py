@@ -107,6 +107,19 @@ def test_table_written_mid_invocation_keeps_rows_not_reached_yet(miniature, tiny
     assert [(r["row"], r["status"]) for r in lines] == [("s1", "reused"), ("broken", "failed"), ("s4", "reused")]
 
 
+def test_tables_only_trains_nothing_and_records_the_runs_commits(miniature, tiny_data, tmp_path, single_thread):
+    """A campaign over sessions records its tables from the finished runs without training the rest."""
+    run(miniature, tiny_data, tmp_path, rows=["s1"])
+    outcomes = run(miniature, tiny_data, tmp_path, tables_only=True)
+    assert {o.row: o.status for o in outcomes} == {"s1": "reused", "broken": "pending", "s4": "pending"}
+    assert not any((tmp_path / "runs").glob("*/error.txt"))  # the broken row was not attempted
+    assert len([p for p in (tmp_path / "runs").iterdir() if p.name != "latest"]) == 1
+    table = (tmp_path / "results" / "mini.md").read_text()
+    assert "`--tables-only`" in table and "Not run yet: broken seed 0, s4 seed 0" in table
+    commit = json.loads((Path(outcomes[0].run_dir) / "run.json").read_text())["git_commit"]
+    assert f"- commits that trained the runs: `{commit}` (1)" in table
+
+
 def test_parallel_runs_match_sequential_ones(miniature, tiny_data, tmp_path, single_thread):
     """jobs=2 trains in worker processes (one thread each here): the same runs, the same numbers, the
     failure still isolated, and the table holds every row."""
