@@ -215,6 +215,27 @@ def _devices(value: str) -> Any:
     raise ConfigError(f"trainer.devices must be 'auto', a count or a list like [0,1], got {value!r}")
 
 
+def validation_lines() -> Any:
+    """Without the progress bar (logs, the experiment runner), one line per validation, so a run of
+    an hour shows that it moves: ``[run] step 900/3600, epoch 1: val EPE 31.20 mm, 9m41s``."""
+    from lightning.pytorch.callbacks import Callback
+
+    class ValidationLines(Callback):
+        def on_fit_start(self, trainer: Any, module: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_validation_end(self, trainer: Any, module: Any) -> None:
+            epe = trainer.callback_metrics.get("val/epe_mean")
+            if trainer.sanity_checking or epe is None or not trainer.is_global_zero:
+                return
+            minutes, seconds = divmod(int(time.perf_counter() - self.start), 60)
+            total = trainer.estimated_stepping_batches
+            print(f"[{Path(trainer.default_root_dir).name}] step {trainer.global_step}/{total}, epoch {trainer.current_epoch}: "
+                  f"val EPE {float(epe):.2f} mm, {minutes}m{seconds:02d}s", flush=True)
+
+    return ValidationLines()
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, with_loggers: bool = True) -> Any:
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -249,8 +270,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_loggers: bool = True) -> 
         ]
         # Every log_every_n_steps: a per-step schedule (cosine) is seen to its end, not at epoch starts.
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if t.progress:
-        callbacks.append(RichProgressBar(leave=True))
+    callbacks.append(RichProgressBar(leave=True) if t.progress else validation_lines())
     # Lightning prints a line for every limit/interval passed explicitly: pass only changed ones.
     optional = {
         "val_check_interval": t.val_check_interval,

@@ -172,6 +172,7 @@ def test_train_eval_and_resume_at_same_step(tiny_data, tmp_path, capsys):
     assert main(["train", *common, "trainer.max_epochs=1"]) == 0
     out = capsys.readouterr().out
     assert "EPE mean" in out
+    assert "[run] step 4/4, epoch 0: val EPE " in out  # no progress bar: a line per validation instead
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.json", "pck.png", "qualitative.png", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
         assert (run / name).is_file(), name
