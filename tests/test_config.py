@@ -108,4 +108,4 @@ def test_cpu_long_profile_is_the_cpu_profile_with_more_frames_and_steps():
                       "trainer.val_check_interval"}
     # Its own folders: frames already in a folder are used as they are, and a cache is keyed by its preprocessing.
     assert long["data"]["root"] != cpu["data"]["root"] and long["data"]["cache_dir"] != cpu["data"]["cache_dir"]
-    assert long["data"]["synthetic"]["train"] == 32000 and long["trainer"]["max_epochs"] == 4
+    assert long["data"]["synthetic"]["train"] == 32000 and long["trainer"]["max_epochs"] == 6

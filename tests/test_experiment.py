@@ -15,7 +15,7 @@ from crossmodal.experiment import config_key, load_experiment, row_config, run_e
 from conftest import raises_one_line
 
 ROOT = Path(__file__).resolve().parent.parent
-PAPER_EXPERIMENTS = ["table1", "table2", "fig5_viewcorrection", "fig8_weak"]
+PAPER_EXPERIMENTS = ["table1", "table2", "fig5_viewcorrection", "fig8_weak", "budget"]
 
 MANIFEST = """\
 title: "Miniature: S1 against S4"
