@@ -491,9 +491,11 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
 
     curves = {f"{r.label} (n={summaries[r.name]['n']})": (summaries[r.name]["thresholds"], summaries[r.name]["pck"])
               for r in rows if summaries[r.name]["n"]}
-    if curves:
-        report.plot_pck(curves, results_dir / f"{exp.name}_pck.png", exp.title)
     val = {f"{r.label} (n={len(runs)})": runs for r in rows
            if (runs := [o.val_curve for o in by_row[r.name] if o.status in ("done", "reused") and o.val_curve])}
-    if val:
-        report.plot_validation_curves(val, results_dir / f"{exp.name}_curves.png", exp.title)
+    for plotted, plot, path in ((curves, report.plot_pck, results_dir / f"{exp.name}_pck.png"),
+                                (val, report.plot_validation_curves, results_dir / f"{exp.name}_curves.png")):
+        if plotted:
+            plot(plotted, path, exp.title)
+        else:  # no finished run (yet): a figure left from other runs would contradict the table
+            path.unlink(missing_ok=True)

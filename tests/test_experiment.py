@@ -109,6 +109,11 @@ def test_table_written_mid_invocation_keeps_rows_not_reached_yet(miniature, tiny
 
 def test_tables_only_trains_nothing_and_records_the_runs_commits(miniature, tiny_data, tmp_path, single_thread):
     """A campaign over sessions records its tables from the finished runs without training the rest."""
+    stale = tmp_path / "results" / "mini_pck.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"from another campaign")
+    run(miniature, tiny_data, tmp_path, tables_only=True)
+    assert not stale.exists()  # nothing finished: no figure that the table contradicts
     run(miniature, tiny_data, tmp_path, rows=["s1"])
     outcomes = run(miniature, tiny_data, tmp_path, tables_only=True)
     assert {o.row: o.status for o in outcomes} == {"s1": "reused", "broken": "pending", "s4": "pending"}
