@@ -15,7 +15,6 @@ truth itself. Then one plot of validation EPE against wall time with every run o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -25,19 +24,12 @@ from omegaconf import OmegaConf
 
 from crossmodal.config import Config
 from crossmodal.metrics import KeypointMetrics, protocol_millimetres
-from crossmodal.train import build_datamodule, load_trained_module
+from crossmodal.train import build_datamodule, load_trained_module, logged
 
 
-def validation_log(run_dir: Path) -> list[tuple[int, int, float, float]]:
-    """(epoch, step, elapsed seconds, val EPE) after each validation, resumed parts included."""
-    rows: dict[int, tuple[int, int, float, float]] = {}
-    for path in sorted((run_dir / "csv").glob("metrics*.csv")):
-        with path.open() as f:
-            for r in csv.DictReader(f):
-                if r.get("val/epe_mean") and r.get("val/elapsed_s"):
-                    e = int(r["epoch"])
-                    rows[e] = (e, int(r["step"]), float(r["val/elapsed_s"]), float(r["val/epe_mean"]))
-    return [rows[e] for e in sorted(rows)]
+def validation_log(run_dir: Path) -> list[tuple[int, float, float]]:
+    """(step, elapsed seconds, val EPE) at each validation, resumed parts included."""
+    return [(int(r["step"]), r["val/elapsed_s"], r["val/epe_mean"]) for r in logged(run_dir, "val/epe_mean", "val/elapsed_s")]
 
 
 def predictions(module, dataset, frames: int) -> dict[str, torch.Tensor]:
@@ -86,7 +78,7 @@ def main() -> None:
         run_dir = Path(folder)
         log = validation_log(run_dir)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        _, steps, elapsed, _ = log[-1]
+        steps, elapsed, _ = log[-1]
         vals = [v for *_, v in log]
         module = load_trained_module(run_dir / "checkpoints" / "best.ckpt").eval()
         cfg = OmegaConf.merge(OmegaConf.structured(Config), module.cfg)
@@ -110,7 +102,7 @@ def main() -> None:
 
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for label, log in curves.items():
-            t = np.array([e for _, _, e, _ in log]) / 60
+            t = np.array([e for _, e, _ in log]) / 60
             ax.plot(t, [v for *_, v in log], marker="o", ms=3, label=label)
         ax.set_xlabel("wall time of the fit (min, 2 CPU cores)")
         ax.set_ylabel("validation EPE (mm)")

@@ -59,30 +59,32 @@ def set_aside_csv_log(run_dir: Path) -> None:
         current.rename(current.with_name(f"metrics.part{k}.csv"))
 
 
-def _logged(run_dir: Path, column: str) -> list[float]:
-    """One column of the run's CSV logs, in step order, including the logs set aside by resumed
-    runs. A step logged twice (work after the last checkpoint of an interrupted run, redone on
-    resume) keeps its latest value."""
+def logged(run_dir: Path, *columns: str) -> list[dict[str, float]]:
+    """The CSV log rows holding every one of ``columns`` (plus ``step``), in step order, including
+    the logs set aside by resumed runs. A step logged twice (work after the last checkpoint of an
+    interrupted run, redone on resume) keeps its latest value."""
     import csv
 
     folder = run_dir / "csv"
     parts = sorted(folder.glob("metrics.part*.csv"), key=lambda p: int(p.stem.removeprefix("metrics.part") or 0))
-    by_step: dict[int, float] = {}
+    by_step: dict[int, dict[str, float]] = {}
     for path in [*parts, folder / "metrics.csv"]:
         if path.is_file():
             with path.open() as f:
-                by_step.update((int(r["step"]), float(r[column])) for r in csv.DictReader(f) if r.get(column))
+                for r in csv.DictReader(f):
+                    if all(r.get(c) for c in columns):
+                        by_step[int(r["step"])] = {"step": int(r["step"]), **{c: float(r[c]) for c in columns}}
     return [by_step[s] for s in sorted(by_step)]
 
 
 def validation_curve(run_dir: Path) -> list[float]:
     """Validation EPE at each validation (one or more an epoch: trainer.val_check_interval)."""
-    return _logged(run_dir, "val/epe_mean")
+    return [r["val/epe_mean"] for r in logged(run_dir, "val/epe_mean")]
 
 
 def lr_curve(run_dir: Path) -> list[float]:
     """The learning rate as logged during training (every trainer.log_every_n_steps)."""
-    return _logged(run_dir, "lr-Adam")
+    return [r["lr-Adam"] for r in logged(run_dir, "lr-Adam")]
 
 
 def resolve_resume(cfg: DictConfig) -> str | None:
