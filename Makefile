@@ -20,7 +20,9 @@ PYTEST_ARGS ?=
 # The paper's experiments run by `make experiments` (Table 2 needs the real datasets: add it
 # with EXPERIMENTS=experiments/table2 ARGS="data.root=...").
 EXPERIMENTS ?= experiments/table1 experiments/fig5_viewcorrection experiments/fig8_weak
-# Runs trained at once, each with cores / JOBS threads: on 2 cores two 1-thread runs beat one 2-thread run.
+# Runs trained at once, each with cores / JOBS threads. On 2 cores an S4 step took ~0.6 s at one thread beside
+# another run (the cpu-long campaign's logs) and 0.37 s alone with two (trainer_step.md): ~3.3 against 2.7 steps/s.
+# Not measured side by side.
 JOBS ?= 2
 # DATA/DATA_ROOT pick the dataset (synthetic, rhd, stb); ARGS takes any key=value overrides.
 DATA_ARGS := data.dataset=$(DATA) $(if $(DATA_ROOT),data.root=$(DATA_ROOT),) $(if $(filter-out synthetic,$(DATA)),data.cache_dir=data/cache-$(DATA),)

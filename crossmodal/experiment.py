@@ -257,7 +257,7 @@ def run_experiment(
     """Run every (row, seed) of an experiment, writing the results after each; see the module doc.
 
     ``jobs`` > 1 trains that many runs at once in worker processes, each with its share of the
-    CPU threads (small convolutions use a second thread poorly). The data are prepared first.
+    CPU threads (the Makefile's JOBS says what that gained on 2 cores). The data are prepared first.
     ``tables_only`` trains nothing: the tables are rewritten from the runs finished so far (a
     campaign spread over sessions records each table as its rows finish)."""
     if jobs < 1:
