@@ -15,7 +15,8 @@ from crossmodal.experiment import config_key, load_experiment, row_config, run_e
 from conftest import raises_one_line
 
 ROOT = Path(__file__).resolve().parent.parent
-PAPER_EXPERIMENTS = ["table1", "table2", "fig5_viewcorrection", "fig8_weak", "budget"]
+# Every shipped experiment folder, so that a new one is checked without editing this list.
+PAPER_EXPERIMENTS = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/experiment.yaml"))
 
 MANIFEST = """\
 title: "Miniature: S1 against S4"
@@ -186,3 +187,17 @@ def test_paper_experiments_resolve_under_both_profiles(name):
         assert len(set(keys)) == len(keys), f"{name}: two rows compute the same thing"
     if name != "table2":  # the CPU campaign (issue 13): trained until it has finished learning
         assert {row_config(exp, row, 0, []).profile for row in exp.rows} == {"cpu-long"}
+
+
+def test_shipped_experiments_share_runs_with_table1():
+    """Rows that repeat a Table 1 row are the same run (one hash), so they train once."""
+    table1 = load_experiment(ROOT / "experiments" / "table1")
+    keys = {row.name: config_key(row_config(table1, row, 0, [])) for row in table1.rows}
+    shared = {"budget": {"s1_e6": "s1_r_p", "s4_e6": "s4_rc_chp"},
+              "keypoint_stage": {"s1_kp": "s1_r_p", "s4_kp": "s4_rc_chp"},
+              "fig8_weak": {"full_100": "s4_rc_chp"}}
+    for name, pairs in shared.items():
+        exp = load_experiment(ROOT / "experiments" / name)
+        mine = {row.name: config_key(row_config(exp, row, 0, [])) for row in exp.rows}
+        assert {row: mine[row] for row in pairs} == {row: keys[t1] for row, t1 in pairs.items()}, name
+        assert len(set(mine.values()) & set(keys.values())) == len(pairs), f"{name}: another row repeats Table 1"
