@@ -215,6 +215,8 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", default=None, help="comma-separated row names to run (default: all)")
     p.add_argument("--out", default="runs/experiments", help="where the runs are trained (one folder per config hash)")
     p.add_argument("--results", default="experiments/results", help="where <name>.md/.csv/.json/_pck.png are written")
+    p.add_argument("--records", default=None,
+                   help="where each finished run's record is kept (default: <results>/runs); a recorded run is not retrained")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each with cpu_count / jobs threads (2 on a 2-core CPU)")
     p.add_argument("--tables-only", action="store_true",
@@ -246,7 +248,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                    *(["--jobs", str(args.jobs)] if args.jobs != 1 else [])]
         command = shlex.join(["python", "-m", "crossmodal", "experiment", folder, *options, *overrides])
         outcomes = run_experiment(folder, overrides, seeds, rows, args.out, args.results, command, args.jobs,
-                                  args.tables_only)
+                                  args.tables_only, args.records)
         failed += sum(o.status == "failed" for o in outcomes)
     return 1 if failed else 0
 

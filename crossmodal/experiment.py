@@ -11,7 +11,10 @@ word over the rows' own settings, e.g. ``profile=cpu`` or a shorter ``trainer.ma
 Every (row, seed) trains in ``<out>/<hash of its resolved config>/``. A run whose
 ``run.json`` exists is finished and is reused, so a second invocation resumes where the
 first stopped (an interrupted run restarts from its last checkpoint), and identical rows
-of different experiments (Table 1's S4 is Fig. 8's 100 % row) train once. A row that
+of different experiments (Table 1's S4 is Fig. 8's 100 % row) train once. Each finished
+run is also recorded in the repository, ``experiments/results/runs/<hash>.json`` (its
+metrics and curves): ``runs/`` does not survive a change of machine, and a campaign of many
+CPU hours spans sessions, so a recorded run counts as finished without its folder. A row that
 fails is recorded with its error and the others go on. After every row the results are
 rewritten (atomically) to ``experiments/results/<name>.md`` (the paper-style table),
 ``<name>.csv`` (one line per row and seed), ``<name>.json``, ``<name>_pck.png`` and
@@ -42,6 +45,10 @@ MANIFEST = "experiment.yaml"
 SUMMARY = {"epe_mean": "EPE mean (mm)", "epe_median": "EPE median (mm)", "auc_0_50": "AUC 0-50", "auc_20_50": "AUC 20-50"}
 #: Keys that name or locate a run without changing what it computes (left out of its hash).
 NOT_HASHED = ("name", "out_dir", "resume", "trainer.progress", "data.num_workers")
+#: Outcomes that count as finished: trained now, found in runs/, or found in the records.
+FINISHED = ("done", "reused", "recorded")
+#: What a record must hold to stand in for its run folder.
+RECORD_KEYS = ("metrics", "val_curve", "lr_curve", "wall_s", "git_commit")
 
 
 @dataclass
@@ -70,7 +77,7 @@ class Outcome:
 
     row: str
     seed: int
-    status: str  # "done" | "reused" | "failed" | "pending"
+    status: str  # "done" | "reused" | "recorded" (only its record is here) | "failed" | "pending"
     run_dir: str = ""
     wall_s: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -173,17 +180,46 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
 
 
-def finished_outcome(row: Row, seed: int, run_dir: Path) -> Outcome | None:
-    """The outcome recorded in ``run_dir/run.json`` by an earlier invocation, if any."""
-    record = run_dir / "run.json"
-    if not record.is_file():
+def finished_outcome(row: Row, seed: int, run_dir: Path, records: Path | None = None) -> Outcome | None:
+    """The outcome of an earlier invocation: from ``run_dir/run.json`` if the run folder is here,
+    else from its record in ``records`` (the folder was trained on another machine), else None."""
+    done = run_dir / "run.json"
+    if done.is_file():
+        info = json.loads(done.read_text())
+        return Outcome(row.name, seed, "reused", str(run_dir), info.get("wall_s"), info["metrics"],
+                       validation_curve(run_dir), lr_curve(run_dir), commit=info.get("git_commit", ""))
+    path = record_path(records, run_dir) if records is not None else None
+    if path is None or not path.is_file():
         return None
-    done = json.loads(record.read_text())
-    return Outcome(row.name, seed, "reused", str(run_dir), done.get("wall_s"), done["metrics"], validation_curve(run_dir),
-                   lr_curve(run_dir), commit=done.get("git_commit", ""))
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not a valid run record ({exc.msg} at line {exc.lineno}); delete it to retrain the run") from None
+    missing = [k for k in RECORD_KEYS if not isinstance(info, dict) or k not in info]
+    if missing or not {*SUMMARY, "pck", "thresholds"} <= set(info["metrics"]):
+        raise ConfigError(f"{path}: a run record needs {', '.join(RECORD_KEYS)} and the metrics {', '.join(SUMMARY)}, "
+                          f"pck, thresholds; missing {missing or 'metrics'}; delete it to retrain the run")
+    return Outcome(row.name, seed, "recorded", str(run_dir), info["wall_s"], info["metrics"], info["val_curve"],
+                   info["lr_curve"], commit=info["git_commit"])
 
 
-def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir: Path, command: str) -> Outcome:
+def record_path(records: Path, run_dir: Path) -> Path:
+    return records / f"{run_dir.name}.json"
+
+
+def write_record(records: Path, outcome: Outcome) -> None:
+    """Keep a finished run's ``run.json`` and curves in the repository's records (see the module doc)."""
+    from crossmodal.io import atomic_write_text
+
+    run_dir = Path(outcome.run_dir)
+    info = json.loads((run_dir / "run.json").read_text())
+    records.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(record_path(records, run_dir), json.dumps(
+        {**info, "val_curve": outcome.val_curve, "lr_curve": outcome.lr_curve}, indent=1) + "\n")
+
+
+def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir: Path, command: str,
+            records: Path | None = None) -> Outcome:
     """Train and evaluate one (row, seed), or reuse its finished run; never raises (but Ctrl-C)."""
     from crossmodal.io import atomic_write_text
     from crossmodal.train import train
@@ -192,7 +228,7 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
     try:
         cfg = row_config(exp, row, seed, overrides)
         run_dir = out_dir / config_key(cfg)
-        finished = finished_outcome(row, seed, run_dir)
+        finished = finished_outcome(row, seed, run_dir, records)
         if finished is not None:
             return finished
         cfg.out_dir, cfg.name = str(out_dir), run_dir.name
@@ -211,8 +247,11 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
             "git_commit": commit, "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "metrics": metrics,
         }, indent=2) + "\n")
-        return Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir), lr_curve(run_dir),
-                       commit=commit)
+        outcome = Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir),
+                          lr_curve(run_dir), commit=commit)
+        if records is not None:
+            write_record(records, outcome)
+        return outcome
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # noqa: BLE001 - one failing row must not stop the others
@@ -253,13 +292,15 @@ def run_experiment(
     command: str | None = None,
     jobs: int = 1,
     tables_only: bool = False,
+    records_dir: str | os.PathLike | None = None,
 ) -> list[Outcome]:
     """Run every (row, seed) of an experiment, writing the results after each; see the module doc.
 
     ``jobs`` > 1 trains that many runs at once in worker processes, each with its share of the
     CPU threads (the Makefile's JOBS says what that gained on 2 cores). The data are prepared first.
     ``tables_only`` trains nothing: the tables are rewritten from the runs finished so far (a
-    campaign spread over sessions records each table as its rows finish)."""
+    campaign spread over sessions records each table as its rows finish). ``records_dir`` holds
+    the runs' records (default ``<results_dir>/runs``)."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     exp = load_experiment(folder)
@@ -275,10 +316,14 @@ def run_experiment(
     # The table covers every row: rows left out by --rows, and rows this invocation has not reached
     # yet (it may be interrupted), show their earlier results, if any. Resolving every row's
     # config first also makes a typo in one fail now, not hours later.
+    records = Path(records_dir) if records_dir is not None else Path(results_dir) / "runs"
     outcomes = {}
     for r in exp.rows:
         for s in seeds:
-            earlier = finished_outcome(r, s, Path(out_dir) / config_key(row_config(exp, r, s, overrides)))
+            run_dir = Path(out_dir) / config_key(row_config(exp, r, s, overrides))
+            earlier = finished_outcome(r, s, run_dir, records)
+            if earlier is not None and earlier.status == "reused" and not record_path(records, run_dir).is_file():
+                write_record(records, earlier)  # finished by an invocation that kept no record
             outcomes[(r.name, s)] = earlier or Outcome(r.name, s, "pending")
     start = time.perf_counter()
     # Seed by seed: an interrupted campaign leaves every row with the same number of seeds.
@@ -290,6 +335,8 @@ def run_experiment(
         outcomes[(outcome.row, outcome.seed)] = outcome
         detail = {"done": f"EPE {outcome.metrics.get('epe_mean', math.nan):.2f} mm in {_duration(outcome.wall_s)}",
                   "reused": f"EPE {outcome.metrics.get('epe_mean', math.nan):.2f} mm, finished earlier in {outcome.run_dir}",
+                  "recorded": f"EPE {outcome.metrics.get('epe_mean', math.nan):.2f} mm, trained earlier elsewhere "
+                              f"(record {record_path(records, Path(outcome.run_dir))})",
                   "failed": f"{outcome.error} (traceback: {outcome.run_dir}/error.txt)"}[outcome.status]
         print(f"[{exp.name} {i}/{total}] {labels[outcome.row]} (seed {outcome.seed}): {outcome.status}: {detail}", flush=True)
         write_results(exp, exp.rows, list(outcomes.values()), Path(results_dir), command, seeds,
@@ -297,15 +344,15 @@ def run_experiment(
 
     if tables_only:
         write_results(exp, exp.rows, list(outcomes.values()), Path(results_dir), command, seeds, None)
-        done = sum(o.status == "reused" for o in outcomes.values())
+        done = sum(o.status in FINISHED for o in outcomes.values())
         print(f"{exp.name}: tables rewritten from {done}/{len(outcomes)} finished runs; {Path(results_dir) / exp.name}.md")
         return [outcomes[(r.name, s)] for r in chosen for s in seeds]
     if jobs == 1:
         for i, (row, seed) in enumerate(order, 1):
             print(f"[{exp.name} {i}/{total}] {row.label} (seed {seed})", flush=True)
-            record(i, run_one(exp, row, seed, overrides, Path(out_dir), command))
+            record(i, run_one(exp, row, seed, overrides, Path(out_dir), command, records))
     else:
-        _run_parallel(exp, order, overrides, Path(out_dir), command, jobs, outcomes, record)
+        _run_parallel(exp, order, overrides, Path(out_dir), command, jobs, outcomes, record, records)
     failed = [o for o in outcomes.values() if o.status == "failed"]
     print(f"{exp.name}: {total - len(failed)}/{total} selected runs finished; results in {Path(results_dir) / exp.name}.md")
     for o in failed:
@@ -314,7 +361,7 @@ def run_experiment(
 
 
 def _run_parallel(exp: Experiment, order: list[tuple[Row, int]], overrides: list[str], out_dir: Path, command: str,
-                  jobs: int, outcomes: dict, record: Any) -> None:
+                  jobs: int, outcomes: dict, record: Any, records: Path) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -335,7 +382,7 @@ def _run_parallel(exp: Experiment, order: list[tuple[Row, int]], overrides: list
             if row is not None:
                 print(f"[{exp.name} {index[(row.name, seed)]}/{len(order)}] {row.label} (seed {seed}), "
                       f"{jobs} at a time with {threads} thread(s) each", flush=True)
-                running[pool.submit(run_one, exp, row, seed, overrides, out_dir, command)] = (row.name, seed)
+                running[pool.submit(run_one, exp, row, seed, overrides, out_dir, command, records)] = (row.name, seed)
 
         try:
             for _ in range(jobs):
@@ -363,7 +410,7 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
     """Mean and sample standard deviation over the finished seeds of one row, and the mean PCK curve."""
     import numpy as np
 
-    ok = [o for o in outcomes if o.status in ("done", "reused")]
+    ok = [o for o in outcomes if o.status in FINISHED]
     if not ok:
         return {"n": 0}
     out: dict[str, Any] = {"n": len(ok), "wall_s": sum(o.wall_s or 0.0 for o in ok)}
@@ -439,13 +486,17 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
              else f"- wall time of this invocation: {_duration(wall_s)}"]
     commits: dict[str, int] = {}
     for o in outcomes:
-        if o.status in ("done", "reused"):
+        if o.status in FINISHED:
             commits[o.commit or "unknown"] = commits.get(o.commit or "unknown", 0) + 1
     if commits:
         lines.append("- commits that trained the runs: " + ", ".join(f"`{c}` ({n})" for c, n in commits.items()))
     if exp.reference:
         lines.append(f"- paper column: {exp.reference}")
-    row_time = sum(o.wall_s or 0.0 for o in outcomes if o.status in ("done", "reused"))
+    row_time = sum(o.wall_s or 0.0 for o in outcomes if o.status in FINISHED)
+    recorded = sum(o.status == "recorded" for o in outcomes)
+    if recorded:
+        lines.append(f"- {recorded} of the finished runs are known from their records only (`runs/<hash>.json` beside this "
+                     "table: metrics and curves): their run folders went with the machine that trained them")
     lines += [f"- train+eval time of the finished runs (this and earlier invocations): {_duration(row_time)}",
               "- cells: mean ± sample standard deviation over the seeds that finished (n)",
               "- per seed: each seed's test EPE mean, in the order of the seeds column",
@@ -492,7 +543,7 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
     curves = {f"{r.label} (n={summaries[r.name]['n']})": (summaries[r.name]["thresholds"], summaries[r.name]["pck"])
               for r in rows if summaries[r.name]["n"]}
     val = {f"{r.label} (n={len(runs)})": runs for r in rows
-           if (runs := [o.val_curve for o in by_row[r.name] if o.status in ("done", "reused") and o.val_curve])}
+           if (runs := [o.val_curve for o in by_row[r.name] if o.status in FINISHED and o.val_curve])}
     for plotted, plot, path in ((curves, report.plot_pck, results_dir / f"{exp.name}_pck.png"),
                                 (val, report.plot_validation_curves, results_dir / f"{exp.name}_curves.png")):
         if plotted:

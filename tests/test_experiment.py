@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from crossmodal.cli import main
 from crossmodal.errors import ConfigError
-from crossmodal.experiment import config_key, load_experiment, row_config, run_experiment
+from crossmodal.experiment import FINISHED, config_key, load_experiment, row_config, run_experiment
 
 from conftest import raises_one_line
 
@@ -84,7 +85,8 @@ def test_runner_writes_results_resumes_and_isolates_failures(miniature, tiny_dat
 def test_interrupted_run_resumes_from_its_last_checkpoint(miniature, tiny_data, tmp_path, single_thread):
     (first,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
     record = Path(first.run_dir) / "run.json"
-    record.unlink()  # as if the process died after the last checkpoint, before the record
+    record.unlink()  # as if the process died after the last checkpoint, before the records
+    (tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json").unlink()
     (second,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
     assert second.status == "done" and second.run_dir == first.run_dir
     assert json.loads(record.read_text())["resumed"] is True
@@ -124,6 +126,57 @@ def test_tables_only_trains_nothing_and_records_the_runs_commits(miniature, tiny
     assert "`--tables-only`" in table and "Not run yet: broken seed 0, s4 seed 0" in table
     commit = json.loads((Path(outcomes[0].run_dir) / "run.json").read_text())["git_commit"]
     assert f"- commits that trained the runs: `{commit}` (1)" in table
+
+
+def test_recorded_runs_stand_in_for_run_folders_lost_with_their_machine(miniature, tiny_data, tmp_path, single_thread):
+    """runs/ does not survive a change of machine: each finished run leaves a record beside the
+    tables, and a later invocation counts it as finished instead of training it again."""
+    (first,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
+    record = tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json"
+    kept = json.loads(record.read_text())
+    assert kept["metrics"]["epe_mean"] == first.metrics["epe_mean"] and kept["val_curve"] == first.val_curve
+    assert kept["lr_curve"] == first.lr_curve and kept["git_commit"] == first.commit and kept["seed"] == 0
+
+    shutil.rmtree(tmp_path / "runs")  # a new machine: only the repository's files are left
+    (again,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
+    assert again.status == "recorded" and not (tmp_path / "runs").exists()  # nothing trained
+    assert again.metrics == first.metrics and again.val_curve == first.val_curve and again.wall_s == first.wall_s
+    table = (tmp_path / "results" / "mini.md").read_text()
+    assert f"| S1 R→P | 16.61 | {first.metrics['epe_mean']:.2f} |" in table
+    assert "1 of the finished runs are known from their records only" in table
+    outcomes = run(miniature, tiny_data, tmp_path, tables_only=True)
+    assert [o.status for o in outcomes] == ["recorded", "pending", "pending"]
+
+    # A run folder that finished without a record (an older version) gets one on the next invocation.
+    (second,) = run(miniature, tiny_data, tmp_path, rows=["s4"], records_dir=tmp_path / "elsewhere")
+    run(miniature, tiny_data, tmp_path, tables_only=True)
+    assert (tmp_path / "results" / "runs" / f"{Path(second.run_dir).name}.json").is_file()
+
+
+@pytest.mark.parametrize("text, fragments", [("{", ["not a valid run record"]),
+                                             ('{"metrics": {}}', ["needs", "val_curve", "missing"])])
+def test_bad_run_records_are_one_line_errors(miniature, tiny_data, tmp_path, text, fragments):
+    exp = load_experiment(miniature)
+    key = config_key(row_config(exp, exp.rows[0], 0, [*tiny_data, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                                                       "trainer.limit_val_batches=1"]))
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    (tmp_path / "results" / "runs" / f"{key}.json").write_text(text)
+    with pytest.raises(ConfigError) as excinfo:
+        run(miniature, tiny_data, tmp_path, tables_only=True)
+    raises_one_line(excinfo, f"{key}.json", "delete it to retrain", *fragments)
+
+
+def test_shipped_tables_have_a_record_for_every_finished_run():
+    """The shipped tables can be rewritten on any machine: every run they report is recorded."""
+    for path in sorted((ROOT / "experiments" / "results").glob("*.json")):
+        for row in json.loads(path.read_text())["rows"]:
+            for outcome in row["runs"]:
+                if outcome["status"] in FINISHED:
+                    record = ROOT / "experiments" / "results" / "runs" / f"{Path(outcome['run_dir']).name}.json"
+                    assert record.is_file(), f"{path.name}: {row['name']} seed {outcome['seed']} has no record"
+                    kept = json.loads(record.read_text())
+                    assert kept["metrics"]["epe_mean"] == outcome["metrics"]["epe_mean"]
+                    assert kept["val_curve"] == outcome["val_curve"]
 
 
 def test_parallel_runs_match_sequential_ones(miniature, tiny_data, tmp_path, single_thread):
