@@ -23,31 +23,14 @@ import torch
 from omegaconf import OmegaConf
 
 from crossmodal.config import Config
-from crossmodal.metrics import KeypointMetrics, protocol_millimetres
+from crossmodal.fit_check import epe, predictions
+from crossmodal.metrics import protocol_millimetres
 from crossmodal.train import build_datamodule, load_trained_module, logged
 
 
 def validation_log(run_dir: Path) -> list[tuple[int, float, float]]:
     """(step, elapsed seconds, val EPE) at each validation, resumed parts included."""
     return [(int(r["step"]), r["val/elapsed_s"], r["val/epe_mean"]) for r in logged(run_dir, "val/epe_mean", "val/elapsed_s")]
-
-
-def predictions(module, dataset, frames: int) -> dict[str, torch.Tensor]:
-    """Poses predicted from RGB for the first ``frames`` samples of ``dataset``, with their targets."""
-    out: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, min(frames, len(dataset)), 100):
-        samples = [dataset[i] for i in range(start, min(start + 100, frames, len(dataset)))]
-        batch = {k: torch.stack([s[k] for s in samples]) for k in ("image", "pose", "scale", "visible")}
-        batch["pred"] = module.strategy.predict(batch["image"])["pose"]
-        for k, v in batch.items():
-            out.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in out.items()}
-
-
-def epe(p: dict[str, torch.Tensor], palm: bool) -> float:
-    metric = KeypointMetrics(palm_is_joint0=palm)
-    metric.update(p["pred"], p["pose"], p["scale"], p["visible"])
-    return float(metric.compute()["epe_mean"])
 
 
 def collapse(p: dict[str, torch.Tensor], palm: bool) -> tuple[float, float, float]:

@@ -85,6 +85,7 @@ class Outcome:
     lr_curve: list[float] = field(default_factory=list)  # learning rate as logged during training
     error: str = ""
     commit: str = ""  # the framework's git commit that trained it (run.json)
+    train_epe: float | None = None  # EPE (mm) on its first TRAIN_FRAMES training frames (fit_check)
 
 
 # ---------------------------------------------------------------------- loading
@@ -187,7 +188,8 @@ def finished_outcome(row: Row, seed: int, run_dir: Path, records: Path | None = 
     if done.is_file():
         info = json.loads(done.read_text())
         return Outcome(row.name, seed, "reused", str(run_dir), info.get("wall_s"), info["metrics"],
-                       validation_curve(run_dir), lr_curve(run_dir), commit=info.get("git_commit", ""))
+                       validation_curve(run_dir), lr_curve(run_dir), commit=info.get("git_commit", ""),
+                       train_epe=info.get("train_epe_mean"))
     path = record_path(records, run_dir) if records is not None else None
     if path is None or not path.is_file():
         return None
@@ -200,11 +202,30 @@ def finished_outcome(row: Row, seed: int, run_dir: Path, records: Path | None = 
         raise ConfigError(f"{path}: a run record needs {', '.join(RECORD_KEYS)} and the metrics {', '.join(SUMMARY)}, "
                           f"pck, thresholds; missing {missing or 'metrics'}; delete it to retrain the run")
     return Outcome(row.name, seed, "recorded", str(run_dir), info["wall_s"], info["metrics"], info["val_curve"],
-                   info["lr_curve"], commit=info["git_commit"])
+                   info["lr_curve"], commit=info["git_commit"], train_epe=info.get("train_epe_mean"))
 
 
 def record_path(records: Path, run_dir: Path) -> Path:
     return records / f"{run_dir.name}.json"
+
+
+def measure_train_epe(outcome: Outcome) -> None:
+    """Add the EPE on the run's own training frames to a finished run folder that lacks it (a run
+    trained by an older version), in its ``run.json`` and the outcome."""
+    from crossmodal.fit_check import TRAIN_FRAMES, training_frames_epe
+    from crossmodal.io import atomic_write_text
+
+    run_dir = Path(outcome.run_dir)
+    evaluated = run_dir / "metrics.json"  # names the checkpoint the test metrics came from
+    if outcome.train_epe is not None or not evaluated.is_file():
+        return
+    ckpt = run_dir / "checkpoints" / Path(json.loads(evaluated.read_text())["checkpoint"]).name
+    if not ckpt.is_file():
+        return
+    outcome.train_epe = training_frames_epe(ckpt)
+    info = json.loads((run_dir / "run.json").read_text())
+    atomic_write_text(run_dir / "run.json", json.dumps({**info, "train_epe_mean": outcome.train_epe,
+                                                        "train_frames": TRAIN_FRAMES}, indent=2) + "\n")
 
 
 def write_record(records: Path, outcome: Outcome) -> None:
@@ -221,6 +242,7 @@ def write_record(records: Path, outcome: Outcome) -> None:
 def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir: Path, command: str,
             records: Path | None = None) -> Outcome:
     """Train and evaluate one (row, seed), or reuse its finished run; never raises (but Ctrl-C)."""
+    from crossmodal.fit_check import TRAIN_FRAMES, training_frames_epe
     from crossmodal.io import atomic_write_text
     from crossmodal.train import train
 
@@ -241,14 +263,15 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
             raise CrossmodalError("training produced no checkpoint to evaluate")
         metrics = {k: result.metrics[k] for k in (*SUMMARY, "thresholds", "pck", "num_samples")}
         metrics = json.loads(json.dumps(metrics, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
+        train_epe = training_frames_epe(result.best_checkpoint)
         commit = git_commit()
         atomic_write_text(run_dir / "run.json", json.dumps({
             "experiment": exp.name, "row": row.name, "seed": seed, "wall_s": wall, "resumed": cfg.resume == "true",
             "git_commit": commit, "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "metrics": metrics,
+            "metrics": metrics, "train_epe_mean": train_epe, "train_frames": TRAIN_FRAMES,
         }, indent=2) + "\n")
         outcome = Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir),
-                          lr_curve(run_dir), commit=commit)
+                          lr_curve(run_dir), commit=commit, train_epe=train_epe)
         if records is not None:
             write_record(records, outcome)
         return outcome
@@ -322,8 +345,10 @@ def run_experiment(
         for s in seeds:
             run_dir = Path(out_dir) / config_key(row_config(exp, r, s, overrides))
             earlier = finished_outcome(r, s, run_dir, records)
-            if earlier is not None and earlier.status == "reused" and not record_path(records, run_dir).is_file():
-                write_record(records, earlier)  # finished by an invocation that kept no record
+            if earlier is not None and earlier.status == "reused" and (
+                    earlier.train_epe is None or not record_path(records, run_dir).is_file()):
+                measure_train_epe(earlier)  # finished by an older version, which measured less
+                write_record(records, earlier)
             outcomes[(r.name, s)] = earlier or Outcome(r.name, s, "pending")
     start = time.perf_counter()
     # Seed by seed: an interrupted campaign leaves every row with the same number of seeds.
@@ -431,6 +456,9 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         # at its end had more to learn, whatever the schedule did to the lr).
         out["val_last_gain_pct"] = float(np.mean([100 * (c[-2] - c[-1]) / c[-2] for c in curves if len(c) > 1])) \
             if any(len(c) > 1 for c in curves) else None
+    fits = [o.train_epe for o in ok if o.train_epe is not None]
+    if fits:  # on the runs' own training frames: underfitting or overfitting?
+        out["train_epe"], out["train_epe_n"] = float(np.mean(fits)), len(fits)
     lrs = [o.lr_curve for o in ok if o.lr_curve]
     if lrs:  # the lr at the end of training over its peak: < 1 means it was dropped or annealed
         out["lr_end_over_peak"] = float(np.mean([c[-1] / max(c) for c in lrs]))
@@ -456,6 +484,12 @@ def _val_cells(s: dict[str, Any]) -> list[str]:
             "yes" if s["converged"] else "no", lr]
 
 
+def _train_cell(s: dict[str, Any]) -> str:
+    if "train_epe" not in s:
+        return "—"
+    return f"{s['train_epe']:.2f}" + (f" ({s['train_epe_n']})" if s["train_epe_n"] < s["n"] else "")
+
+
 def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], results_dir: Path, command: str,
                   seeds: list[int], wall_s: float | None) -> None:
     """``<name>.md`` (table), ``.csv`` (per seed), ``.json`` (everything), ``_pck.png`` and ``_curves.png``."""
@@ -463,6 +497,7 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
     import io
 
     from crossmodal import report
+    from crossmodal.fit_check import TRAIN_FRAMES
     from crossmodal.io import atomic_write_text
 
     import torch
@@ -502,10 +537,13 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
               "- per seed: each seed's test EPE mean, in the order of the seeds column",
               "- val EPE first / best / last: the validation curve (mean over seeds); last gain: what the last "
               "validation gained on the one before; converged: the last validation within 2% of the best, "
-              "in every seed; lr end / peak: below 1 when the schedule dropped or annealed the lr", "",
-              "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values())
-              + " | per seed | seeds | val EPE first / best / last | last gain | converged | lr end / peak | train+eval time |",
-              "|---|---:|" + "---:|" * len(SUMMARY) + "---|---|---:|---:|---|---:|---:|"]
+              "in every seed; lr end / peak: below 1 when the schedule dropped or annealed the lr",
+              f"- train EPE: on the first {TRAIN_FRAMES} training frames, the model's own (mean over the seeds "
+              "measured, their number in brackets when not all): beside val EPE it tells underfitting from overfitting",
+              "",
+              "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values()) + " | per seed | seeds | val EPE first / best / "
+              "last | last gain | converged | lr end / peak | train EPE | train+eval time |",
+              "|---|---:|" + "---:|" * len(SUMMARY) + "---|---|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         s = summaries[r.name]
         paper = f"{r.paper:.2f}" if r.paper is not None else "—"
@@ -513,7 +551,7 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
         per_seed = ", ".join(f"{v:.2f}" for v in s.get("epe_per_seed", [])) or "—"
         seeds_cell = ", ".join(str(v) for v in s.get("seeds", [])) or "—"
         lines.append(f"| {r.label} | {paper} | " + " | ".join(cells) + f" | {per_seed} | {seeds_cell} | "
-                     + " | ".join(_val_cells(s)) + f" | {_duration(s.get('wall_s'))} |")
+                     + " | ".join(_val_cells(s)) + f" | {_train_cell(s)} | {_duration(s.get('wall_s'))} |")
     failed = [o for o in outcomes if o.status == "failed"]
     pending = [o for o in outcomes if o.status == "pending"]
     if failed:
@@ -525,10 +563,12 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["row", "label", "seed", "status", *SUMMARY, "paper_epe_mean", "wall_s", "run_dir", "error"])
+    writer.writerow(["row", "label", "seed", "status", *SUMMARY, "train_epe_mean", "paper_epe_mean", "wall_s", "run_dir",
+                     "error"])
     for r in rows:
         for o in by_row[r.name]:
             writer.writerow([r.name, r.label, o.seed, o.status, *(o.metrics.get(k, "") for k in SUMMARY),
+                             "" if o.train_epe is None else o.train_epe,
                              "" if r.paper is None else r.paper, "" if o.wall_s is None else round(o.wall_s, 1),
                              o.run_dir, o.error])
     atomic_write_text(base.with_suffix(".csv"), buf.getvalue())

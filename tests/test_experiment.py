@@ -136,6 +136,7 @@ def test_recorded_runs_stand_in_for_run_folders_lost_with_their_machine(miniatur
     kept = json.loads(record.read_text())
     assert kept["metrics"]["epe_mean"] == first.metrics["epe_mean"] and kept["val_curve"] == first.val_curve
     assert kept["lr_curve"] == first.lr_curve and kept["git_commit"] == first.commit and kept["seed"] == 0
+    assert kept["train_epe_mean"] == first.train_epe and 0.0 < first.train_epe < 1000.0
 
     shutil.rmtree(tmp_path / "runs")  # a new machine: only the repository's files are left
     (again,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
@@ -147,10 +148,19 @@ def test_recorded_runs_stand_in_for_run_folders_lost_with_their_machine(miniatur
     outcomes = run(miniature, tiny_data, tmp_path, tables_only=True)
     assert [o.status for o in outcomes] == ["recorded", "pending", "pending"]
 
-    # A run folder that finished without a record (an older version) gets one on the next invocation.
+    assert f"| {first.train_epe:.2f} |" in table
+
+    # A run folder finished by an older version, without a record or a train EPE, gets both on the
+    # next invocation: the EPE measured on the checkpoint it kept.
     (second,) = run(miniature, tiny_data, tmp_path, rows=["s4"], records_dir=tmp_path / "elsewhere")
-    run(miniature, tiny_data, tmp_path, tables_only=True)
-    assert (tmp_path / "results" / "runs" / f"{Path(second.run_dir).name}.json").is_file()
+    done = Path(second.run_dir) / "run.json"
+    info = json.loads(done.read_text())
+    done.write_text(json.dumps({k: v for k, v in info.items() if not k.startswith("train_")}))
+    outcomes = run(miniature, tiny_data, tmp_path, tables_only=True)
+    assert outcomes[2].train_epe == pytest.approx(second.train_epe, rel=1e-6)
+    kept = json.loads((tmp_path / "results" / "runs" / f"{Path(second.run_dir).name}.json").read_text())
+    assert kept["train_epe_mean"] == pytest.approx(second.train_epe, rel=1e-6)
+    assert json.loads(done.read_text())["train_epe_mean"] == kept["train_epe_mean"]
 
 
 @pytest.mark.parametrize("text, fragments", [("{", ["not a valid run record"]),
