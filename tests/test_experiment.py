@@ -93,7 +93,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(miniature, tiny_data, 
 
 
 def test_table_written_mid_invocation_keeps_rows_not_reached_yet(miniature, tiny_data, tmp_path, single_thread, monkeypatch):
-    import crossmodal.experiment as experiment
+    import crossmodal.experiment.runner as experiment
 
     run(miniature, tiny_data, tmp_path, rows=["s1", "s4"])
     real_run_one = experiment.run_one

@@ -1,0 +1,108 @@
+"""An experiment folder's manifest: its rows, each row's resolved config, and the config's hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crossmodal.errors import ConfigError
+
+MANIFEST = "experiment.yaml"
+#: Keys that name or locate a run without changing what it computes (left out of its hash).
+NOT_HASHED = ("name", "out_dir", "resume", "trainer.progress", "data.num_workers")
+
+@dataclass
+class Row:
+    name: str  # identifier, used in the CSV and --rows
+    label: str  # as printed in the table, e.g. "S2 R→C+P"
+    config: Path  # the row's training config
+    overrides: list[str] = field(default_factory=list)  # extra key=value for this row only
+    paper: float | None = None  # the paper's mean EPE (mm) for this row, where published
+
+
+@dataclass
+class Experiment:
+    name: str  # the folder's name: results are written as <name>.md/.csv/.json/_pck.png/_curves.png
+    folder: Path
+    title: str
+    reference: str  # where the paper column comes from (dataset, table)
+    seeds: list[int]
+    overrides: list[str]  # applied to every row, before the row's own and the command line's
+    rows: list[Row]
+
+
+
+def _expect(cond: bool, path: Path, key: str, expected: str, got: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: {key} must be {expected}, got {got!r}")
+
+
+def _string_list(value: Any, path: Path, key: str) -> list[str]:
+    value = [] if value is None else value
+    _expect(isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value), path, key,
+            "a list of key=value strings", value)
+    return list(value)
+
+
+def load_experiment(folder: str | os.PathLike) -> Experiment:
+    """Read ``<folder>/experiment.yaml``; every problem is one line naming the file and key."""
+    import yaml
+
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{folder}: not an experiment folder (no {MANIFEST})")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
+    _expect(isinstance(raw, dict), path, "the top level", "a mapping", type(raw).__name__)
+    unknown = set(raw) - {"title", "reference", "seeds", "overrides", "rows"}
+    _expect(not unknown, path, "the top-level keys", "among title, reference, seeds, overrides, rows", sorted(unknown))
+    seeds = raw.get("seeds", [0])
+    _expect(isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds), path, "seeds",
+            "a non-empty list of integers", seeds)
+    rows_raw = raw.get("rows")
+    _expect(isinstance(rows_raw, list) and rows_raw, path, "rows", "a non-empty list", rows_raw)
+    rows, names = [], set()
+    for i, r in enumerate(rows_raw):
+        key = f"rows[{i}]"
+        _expect(isinstance(r, dict) and {"name", "config"} <= set(r), path, key, "a mapping with name and config", r)
+        unknown = set(r) - {"name", "label", "config", "overrides", "paper"}
+        _expect(not unknown, path, f"{key} keys", "among name, label, config, overrides, paper", sorted(unknown))
+        _expect(r["name"] not in names, path, f"{key}.name", "unique", r["name"])
+        names.add(r["name"])
+        config = folder / str(r["config"])
+        _expect(config.is_file(), path, f"{key}.config", "an existing YAML file", str(config))
+        paper = r.get("paper")
+        _expect(paper is None or isinstance(paper, (int, float)), path, f"{key}.paper", "a number (mm)", paper)
+        rows.append(Row(str(r["name"]), str(r.get("label", r["name"])), config,
+                        _string_list(r.get("overrides"), path, f"{key}.overrides"),
+                        None if paper is None else float(paper)))
+    return Experiment(folder.resolve().name, folder, str(raw.get("title", folder.name)), str(raw.get("reference", "")),
+                      list(seeds), _string_list(raw.get("overrides"), path, "overrides"), rows)
+
+
+def row_config(exp: Experiment, row: Row, seed: int, overrides: list[str]) -> Any:
+    """The resolved config of one (row, seed): defaults <- profile <- row YAML <- overrides."""
+    from crossmodal.config import load_config
+
+    return load_config(str(row.config), [*exp.overrides, *row.overrides, *overrides, f"seed={seed}"])
+
+
+def config_key(cfg: Any) -> str:
+    """A short hash of everything in the config that changes what a run computes."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in NOT_HASHED:
+        *parents, leaf = dotted.split(".")
+        node = plain
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
