@@ -18,9 +18,11 @@ CONFIG ?=
 ARGS ?=
 PYTEST_ARGS ?=
 # The paper's experiments run by `make experiments` (Table 2 needs the real datasets: add it
-# with EXPERIMENTS=experiments/table2 ARGS="data.root=..."). keypoint_stage is the diagnostic
-# the results README cites for Table 1; its rows with the stage are Table 1's runs.
-EXPERIMENTS ?= experiments/table1 experiments/fig5_viewcorrection experiments/fig8_weak experiments/keypoint_stage
+# with EXPERIMENTS=experiments/table2 ARGS="data.root=..."). keypoint_stage, weak_share and
+# s3_alignment_weight are the diagnostics the results README cites; their rows that repeat a
+# Table 1 or Fig. 8 row are the same runs, trained once.
+EXPERIMENTS ?= experiments/table1 experiments/fig5_viewcorrection experiments/fig8_weak experiments/keypoint_stage \
+	experiments/weak_share experiments/s3_alignment_weight
 # Runs trained at once, each with cores / JOBS threads. On 2 cores an S4 step took ~0.6 s at one thread beside
 # another run (the cpu-long campaign's logs) and 0.37 s alone with two (trainer_step.md): ~3.3 against 2.7 steps/s.
 # Not measured side by side.

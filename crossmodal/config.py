@@ -73,6 +73,11 @@ class DataConfig:
     # With drop_unlabeled: cycle the kept frames so an epoch has as many batches as the full
     # training set, i.e. the baseline gets as many steps as the weakly supervised model.
     repeat_to_full: bool = False
+    # Weak supervision: 0 draws batches uniformly (the paper's; a batch then holds
+    # labeled_fraction * batch_size labelled frames on average). k > 0 makes every training batch
+    # k labelled frames (cycled) and batch_size - k unlabelled ones: the pose gradient of a step
+    # no longer shrinks with the labelled fraction.
+    labeled_per_batch: int = 0
     batch_size: int = 32
     num_workers: int = 2  # DataLoader workers; each opens the HDF5 file lazily
     synthetic: SynthConfig = field(default_factory=SynthConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import lightning as L
@@ -12,8 +13,9 @@ import torch
 from PIL import Image
 
 from crossmodal.config import AugmentConfig, DataConfig, PreprocessConfig
-from crossmodal.data.datamodule import CrossmodalDataModule
+from crossmodal.data.datamodule import CrossmodalDataModule, LabeledShareSampler
 from crossmodal.errors import ConfigError, DataError
+from conftest import raises_one_line
 from realformat_fixtures import write_rhd_fixture
 
 N_TRAIN, N_TEST = 10, 4
@@ -72,6 +74,48 @@ def test_splits_and_labels(base_cfg) -> None:
     assert repeated.labeled.all()
     test = datamodule(base_cfg, stage="test").datasets["test"]
     assert len(test) == N_TEST and test.labeled.all()
+
+
+def test_labeled_per_batch_fixes_each_batch_share(base_cfg) -> None:
+    """k labelled and batch_size - k unlabelled frames in every training batch, an epoch as long as
+    a uniform loader's, each pool drawn without replacement before it repeats, a seeded order."""
+    module = datamodule(base_cfg, labeled_fraction=0.25, labeled_per_batch=1, batch_size=3)  # 2 of 8 labelled
+    train = module.datasets["train"]
+    loader = module.train_dataloader()
+    torch.manual_seed(0)
+    epoch = [batch["index"].tolist() for batch in loader]
+    assert len(epoch) == len(loader) == math.ceil(8 / 3)
+    for batch in loader:
+        assert batch["labeled"].tolist() == [True, False, False]
+    labelled = [b[0] for b in epoch]
+    assert sorted(labelled[:2]) == sorted(train.rows[:2].tolist())  # both labelled frames before a repeat
+    unlabelled = [i for b in epoch for i in b[1:]]
+    assert sorted(unlabelled) == sorted(train.rows[2:].tolist())  # 3 batches x 2 = the 6 unlabelled frames
+    torch.manual_seed(0)
+    assert [batch["index"].tolist() for batch in module.train_dataloader()] == epoch
+    assert module.val_dataloader().batch_size == 3  # validation batches stay uniform
+
+
+def test_sampler_cycles_a_pool_smaller_than_an_epoch_needs() -> None:
+    labeled = np.array([True, False, False, False, False, False, False, False, False, False])
+    sampler = LabeledShareSampler(labeled, batch_size=4, per_batch=2)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 3
+    assert [b[:2] for b in batches] == [[0, 0]] * 3  # the one labelled frame, cycled
+    rest = [i for b in batches for i in b[2:]]
+    assert len(rest) == 6 and len(set(rest)) == 6 and not labeled[rest].any()
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"labeled_per_batch": 4, "labeled_fraction": 0.5}, "data.labeled_per_batch must be 0"),
+    ({"labeled_per_batch": -1, "labeled_fraction": 0.5}, "data.labeled_per_batch must be 0"),
+    ({"labeled_per_batch": 1}, "needs data.labeled_fraction < 1"),
+    ({"labeled_per_batch": 1, "labeled_fraction": 0.5, "drop_unlabeled": True}, "data.drop_unlabeled=false"),
+])
+def test_labeled_per_batch_errors(base_cfg, overrides, fragment) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        CrossmodalDataModule(dataclasses.replace(base_cfg, **overrides))
+    raises_one_line(excinfo, fragment)
 
 
 def check_batch(batch: dict[str, torch.Tensor], size: int, points: int) -> None:

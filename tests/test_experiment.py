@@ -258,9 +258,37 @@ def test_shipped_experiments_share_runs_with_table1():
     keys = {row.name: config_key(row_config(table1, row, 0, [])) for row in table1.rows}
     shared = {"budget": {"s1_e6": "s1_r_p", "s4_e6": "s4_rc_chp"},
               "keypoint_stage": {"s1_kp": "s1_r_p", "s4_kp": "s4_rc_chp"},
-              "fig8_weak": {"full_100": "s4_rc_chp"}}
+              "fig8_weak": {"full_100": "s4_rc_chp"},
+              "s3_alignment_weight": {"beta_prime_1": "s3_rc_chp"}}
     for name, pairs in shared.items():
         exp = load_experiment(ROOT / "experiments" / name)
         mine = {row.name: config_key(row_config(exp, row, 0, [])) for row in exp.rows}
         assert {row: mine[row] for row in pairs} == {row: keys[t1] for row, t1 in pairs.items()}, name
         assert len(set(mine.values()) & set(keys.values())) == len(pairs), f"{name}: another row repeats Table 1"
+
+
+def test_weak_share_diagnostic_shares_runs_with_fig8():
+    fig8 = load_experiment(ROOT / "experiments" / "fig8_weak")
+    share = load_experiment(ROOT / "experiments" / "weak_share")
+    keys = {row.name: config_key(row_config(fig8, row, 0, [])) for row in fig8.rows}
+    mine = {row.name: config_key(row_config(share, row, 0, [])) for row in share.rows}
+    assert mine["weak_uniform"] == keys["weak_025"] and mine["only"] == keys["only_025"]
+    assert mine["weak_half"] not in keys.values()
+    assert row_config(share, share.rows[1], 0, []).data.labeled_per_batch == 16
+
+
+def test_recorded_runs_keep_their_hashes():
+    """A run is found by the hash of its resolved config. A new config field, or a changed default,
+    changes every hash and would orphan the recorded campaign: each (row, seed) that a shipped table
+    reports as finished must still hash to the run it names."""
+    checked = 0
+    for path in sorted((ROOT / "experiments" / "results").glob("*.json")):
+        exp = load_experiment(ROOT / "experiments" / path.stem)
+        rows = {row.name: row for row in exp.rows}
+        for row in json.loads(path.read_text())["rows"]:
+            for outcome in row["runs"]:
+                if outcome["status"] in FINISHED:
+                    key = config_key(row_config(exp, rows[row["name"]], outcome["seed"], []))
+                    assert key == Path(outcome["run_dir"]).name, f"{path.stem}: {row['name']} seed {outcome['seed']}"
+                    checked += 1
+    assert checked >= 20  # the tables recorded so far

@@ -216,6 +216,15 @@ def test_cpu_profile_training_features_run_end_to_end(tiny_data, tmp_path, capsy
     assert pose_decoder == ["strategy.decoders.pose.out.bias", "strategy.decoders.pose.out.weight"]  # one linear map
 
 
+def test_weak_supervision_with_a_fixed_labelled_share_trains(tiny_data, tmp_path):
+    """data.labeled_per_batch through the trainer: S4 on 25% labels, two of each four frames
+    labelled, for an epoch as long as a uniform loader's."""
+    assert main(["train", *tiny_data, f"out_dir={tmp_path}", "name=weak", "model.strategy=poe", "trainer.max_epochs=1",
+                 "data.labeled_fraction=0.25", "data.labeled_per_batch=2"]) == 0
+    last = torch.load(tmp_path / "weak" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 4  # ceil(16 training frames / batch 4)
+
+
 def test_nonfinite_loss_stops_with_step_term_and_checkpoint(tiny_data, tmp_path, capsys):
     code = main(["train", *tiny_data, f"out_dir={tmp_path}", "name=nan", "model.strategy=extended",
                  "model.lambda_heat=inf", "trainer.max_steps=3"])
@@ -232,6 +241,8 @@ def test_nonfinite_loss_stops_with_step_term_and_checkpoint(tiny_data, tmp_path,
         (["model.strategy=crossmodal", "model.decoders=[pose_mlp,heatmap_dcgan]"], "strategy 'crossmodal' cannot use decoder 'heatmap_dcgan'"),
         (["data.labeled_fraction=0"], "data.labeled_fraction must be in (0, 1], got 0"),
         (["data.labeled_fraction=1.01"], "data.labeled_fraction must be in (0, 1], got 1.01"),
+        (["data.labeled_per_batch=2"], "data.labeled_per_batch mixes labelled and unlabelled frames in each batch: it "
+                                        "needs data.labeled_fraction < 1 and data.drop_unlabeled=false"),
     ],
 )
 def test_train_errors_are_one_line(tiny_data, tmp_path, capsys, overrides, expected):

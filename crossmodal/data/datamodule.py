@@ -14,7 +14,8 @@ Splits: train/val come from the training cache (val = its last ``val_fraction``)
 test from the test cache. Weak supervision: the first ``labeled_fraction`` of the
 training part keeps ``labeled`` True; the rest keeps its pose/uv tensors but is
 flagged ``labeled`` False (or dropped with ``drop_unlabeled``). Val and test are
-always labelled.
+always labelled. With ``labeled_per_batch`` = k every training batch holds k labelled
+frames and the rest unlabelled (``LabeledShareSampler``) instead of a uniform draw.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from crossmodal.config import DataConfig
 from crossmodal.data.augment import augment_batch
@@ -92,6 +93,37 @@ class CachedHandDataset(Dataset):
         }
 
 
+class LabeledShareSampler(Sampler[list[int]]):
+    """Training batches of exactly ``per_batch`` labelled samples and ``batch_size - per_batch``
+    unlabelled ones, as many batches an epoch as a uniform loader makes (ceil(n / batch_size)).
+
+    Each pool is drawn without replacement in a fresh random order each epoch, and cycled when
+    the epoch needs more of it than it holds (the few labelled frames, at small fractions). The
+    order comes from torch's global generator, as ``shuffle=True`` does, so a seeded run repeats.
+    """
+
+    def __init__(self, labeled: np.ndarray, batch_size: int, per_batch: int) -> None:
+        self.labeled_rows = np.flatnonzero(labeled)
+        self.unlabeled_rows = np.flatnonzero(~np.asarray(labeled, dtype=bool))
+        self.batch_size, self.per_batch = batch_size, per_batch
+        self.batches = math.ceil(len(labeled) / batch_size)
+
+    def __len__(self) -> int:
+        return self.batches
+
+    @staticmethod
+    def _cycled(rows: np.ndarray, count: int) -> np.ndarray:
+        rounds = math.ceil(count / len(rows))
+        return np.concatenate([rows[torch.randperm(len(rows)).numpy()] for _ in range(rounds)])[:count]
+
+    def __iter__(self):
+        k, rest = self.per_batch, self.batch_size - self.per_batch
+        labeled = self._cycled(self.labeled_rows, self.batches * k)
+        unlabeled = self._cycled(self.unlabeled_rows, self.batches * rest)
+        for b in range(self.batches):
+            yield [*labeled[b * k:(b + 1) * k].tolist(), *unlabeled[b * rest:(b + 1) * rest].tolist()]
+
+
 def labeled_count(n_train: int, fraction: float) -> int:
     """Number of leading training samples that keep their labels (at least one)."""
     return max(1, int(round(fraction * n_train)))
@@ -108,6 +140,12 @@ class CrossmodalDataModule(L.LightningDataModule):
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
         if cfg.num_points < 1:
             raise ConfigError(f"data.num_points must be >= 1, got {cfg.num_points}")
+        if cfg.labeled_per_batch and not 0 < cfg.labeled_per_batch < cfg.batch_size:
+            raise ConfigError(f"data.labeled_per_batch must be 0 (uniform batches) or in [1, data.batch_size - 1 = "
+                              f"{cfg.batch_size - 1}], got {cfg.labeled_per_batch}")
+        if cfg.labeled_per_batch and (cfg.labeled_fraction == 1.0 or cfg.drop_unlabeled):
+            raise ConfigError("data.labeled_per_batch mixes labelled and unlabelled frames in each batch: it needs "
+                              "data.labeled_fraction < 1 and data.drop_unlabeled=false")
         self.cfg = cfg
         self.progress = progress
         self.datasets: dict[str, CachedHandDataset] = {}
@@ -178,6 +216,9 @@ class CrossmodalDataModule(L.LightningDataModule):
                 train_rows, labeled = train_rows[labeled], labeled[labeled]
                 if cfg.repeat_to_full:
                     train_rows, labeled = np.resize(train_rows, n_train), np.ones(n_train, bool)
+            if cfg.labeled_per_batch and labeled.all():
+                raise DataError(f"data.labeled_per_batch: no unlabelled frame left in the {n_train} training frames of "
+                                f"{reader.path} at data.labeled_fraction={cfg.labeled_fraction}")
             self.datasets["train"] = CachedHandDataset(reader, train_rows, labeled, cfg.num_points, random_points=True)
             self.datasets["val"] = CachedHandDataset(reader, val_rows, np.ones(len(val_rows), bool), cfg.num_points, False)
         if stage in (None, "test", "predict"):
@@ -191,11 +232,14 @@ class CrossmodalDataModule(L.LightningDataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         if name not in self.datasets:
             raise RuntimeError(f"CrossmodalDataModule.setup() has not prepared the {name} split")
-        workers = self.cfg.num_workers
+        workers, dataset = self.cfg.num_workers, self.datasets[name]
+        if name == "train" and self.cfg.labeled_per_batch:
+            batching = {"batch_sampler": LabeledShareSampler(dataset.labeled, self.cfg.batch_size, self.cfg.labeled_per_batch)}
+        else:
+            batching = {"batch_size": self.cfg.batch_size, "shuffle": shuffle}
         return DataLoader(
-            self.datasets[name],
-            batch_size=self.cfg.batch_size,
-            shuffle=shuffle,
+            dataset,
+            **batching,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),

@@ -14,6 +14,10 @@ from crossmodal.errors import ConfigError
 MANIFEST = "experiment.yaml"
 #: Keys that name or locate a run without changing what it computes (left out of its hash).
 NOT_HASHED = ("name", "out_dir", "resume", "trainer.progress", "data.num_workers")
+#: Config fields added after runs were recorded, with the value under which a run computes what
+#: those runs did: left out of the hash while they hold it, so that a new option does not orphan
+#: every recorded run (a test checks the recorded runs' hashes).
+HASHED_UNLESS = {"data.labeled_per_batch": 0}
 
 @dataclass
 class Row:
@@ -99,10 +103,19 @@ def config_key(cfg: Any) -> str:
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in NOT_HASHED:
+
+    def parent(dotted: str) -> tuple[dict, str]:
         *parents, leaf = dotted.split(".")
         node = plain
         for p in parents:
             node = node.get(p, {})
+        return node, leaf
+
+    for dotted in NOT_HASHED:
+        node, leaf = parent(dotted)
         node.pop(leaf, None)
+    for dotted, old in HASHED_UNLESS.items():
+        node, leaf = parent(dotted)
+        if leaf in node and node[leaf] == old:
+            node.pop(leaf)
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
