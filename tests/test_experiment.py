@@ -11,7 +11,8 @@ import pytest
 
 from crossmodal.cli import main
 from crossmodal.errors import ConfigError
-from crossmodal.experiment import FINISHED, config_key, load_experiment, row_config, run_experiment
+from crossmodal.experiment import FINISHED, Outcome, config_key, load_experiment, row_config, run_experiment
+from crossmodal.experiment.claims import check_claims, claims_markdown
 
 from conftest import raises_one_line
 
@@ -224,6 +225,12 @@ def test_seeds_and_rows_select_runs(miniature, tiny_data, tmp_path):
         ("seeds: one\nrows:\n  - {name: a, config: s1.yaml}\n", ["seeds", "integers"]),
         ("rows:\n  - {name: a, config: s1.yaml, overrides: [seed]}\n", ["rows[0].overrides", "key=value"]),
         ("rows: [\n", ["not valid YAML"]),
+        ("rows:\n  - {name: a, config: s1.yaml}\nclaims:\n  - {text: t, ratio: [a, b], at_most: 1}\n",
+         ["claims[0].ratio", "rows of this experiment"]),
+        ("rows:\n  - {name: a, config: s1.yaml}\nclaims:\n  - {text: t, ratio: [a, a]}\n", ["claims[0].at_most"]),
+        ("rows:\n  - {name: a, config: s1.yaml}\nclaims:\n  - {text: t, decreasing: [a]}\n",
+         ["claims[0].decreasing", "two or more"]),
+        ("rows:\n  - {name: a, config: s1.yaml}\nclaims:\n  - {ratio: [a, a], at_most: 1}\n", ["claims[0]", "text"]),
     ],
 )
 def test_bad_manifests_are_one_line_errors(miniature, manifest, fragments):
@@ -231,6 +238,37 @@ def test_bad_manifests_are_one_line_errors(miniature, manifest, fragments):
     with pytest.raises(ConfigError) as excinfo:
         load_experiment(miniature)
     raises_one_line(excinfo, "experiment.yaml", *fragments)
+
+
+def test_claims_are_judged_on_the_seeds_every_row_finished(miniature):
+    """Ratio and order claims: the verdict on the means over common seeds, each seed's own verdict,
+    provisional while seeds are missing (outcomes as the runner records them)."""
+    (miniature / "experiment.yaml").write_text(MANIFEST.replace("seeds: [0]", "seeds: [0, 1, 2]") + """\
+claims:
+  - {text: "S4 <= 0.8 x S1", ratio: [s4, s1], at_most: 0.8}
+  - {text: "S1 > broken > S4", decreasing: [s1, broken, s4]}
+""")
+    exp = load_experiment(miniature)
+
+    def done(row, seed, epe):
+        return Outcome(row, seed, "recorded", metrics={"epe_mean": epe})
+
+    outcomes = [done("s1", 0, 20.0), done("s4", 0, 15.0), done("s1", 1, 20.0), done("s4", 1, 17.0),
+                done("s1", 2, 10.0), Outcome("s4", 2, "pending"), done("broken", 0, 18.0)]
+    ratio, order = check_claims(exp, outcomes)
+    assert ratio["seeds"] == [0, 1] and ratio["ratio"] == pytest.approx(16.0 / 20.0)  # seed 2 lacks S4
+    assert ratio["holds"] and ratio["per_seed"] == [True, False]  # 0.75 and 0.85
+    assert order["seeds"] == [0] and order["holds"] and order["per_seed"] == [True]
+    lines = "\n".join(claims_markdown(exp, [ratio, order]))
+    assert "| S4 <= 0.8 x S1 | S4 R+C→C+H+P / S1 R→P = 0.800 (bound 0.8) | 0.750, 0.850 (seeds 0, 1) |" in lines
+    assert "**holds** (provisional: 2 of 3 seeds) | 1 of 2 |" in lines
+    assert "S1 R→P 20.00 > S4 with an infinite heatmap weight 18.00 > S4 R+C→C+H+P 15.00 mm" in lines
+    outcomes[1] = done("s4", 0, 25.0)
+    ratio, order = check_claims(exp, outcomes)
+    assert not ratio["holds"] and not order["holds"]
+    assert "≤ S4 R+C→C+H+P 25.00 mm | no (seed 0) | **fails** (provisional: 1 of 3 seeds) | 1 of 1 |" in \
+        "\n".join(claims_markdown(exp, [ratio, order]))
+    assert check_claims(exp, [])[0]["seeds"] == [] and "| not run yet |" in "\n".join(claims_markdown(exp, check_claims(exp, [])))
 
 
 def test_cli_errors(tmp_path, capsys):

@@ -29,6 +29,17 @@ class Row:
 
 
 @dataclass
+class Claim:
+    """A claim of the paper that the table checks: ``ratio`` [a, b] holds when mean EPE a / b is at
+    most ``at_most``; ``decreasing`` [a, b, ...] holds when the rows' mean EPEs fall in that order."""
+
+    text: str  # as the paper makes it, e.g. "S4 <= 0.8 x S1 in mean EPE"
+    kind: str  # "ratio" | "decreasing"
+    rows: list[str]
+    at_most: float | None = None
+
+
+@dataclass
 class Experiment:
     name: str  # the folder's name: results are written as <name>.md/.csv/.json/_pck.png/_curves.png
     folder: Path
@@ -37,6 +48,7 @@ class Experiment:
     seeds: list[int]
     overrides: list[str]  # applied to every row, before the row's own and the command line's
     rows: list[Row]
+    claims: list[Claim] = field(default_factory=list)
 
 
 
@@ -65,8 +77,9 @@ def load_experiment(folder: str | os.PathLike) -> Experiment:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
     _expect(isinstance(raw, dict), path, "the top level", "a mapping", type(raw).__name__)
-    unknown = set(raw) - {"title", "reference", "seeds", "overrides", "rows"}
-    _expect(not unknown, path, "the top-level keys", "among title, reference, seeds, overrides, rows", sorted(unknown))
+    unknown = set(raw) - {"title", "reference", "seeds", "overrides", "rows", "claims"}
+    _expect(not unknown, path, "the top-level keys", "among title, reference, seeds, overrides, rows, claims",
+            sorted(unknown))
     seeds = raw.get("seeds", [0])
     _expect(isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds), path, "seeds",
             "a non-empty list of integers", seeds)
@@ -88,7 +101,31 @@ def load_experiment(folder: str | os.PathLike) -> Experiment:
                         _string_list(r.get("overrides"), path, f"{key}.overrides"),
                         None if paper is None else float(paper)))
     return Experiment(folder.resolve().name, folder, str(raw.get("title", folder.name)), str(raw.get("reference", "")),
-                      list(seeds), _string_list(raw.get("overrides"), path, "overrides"), rows)
+                      list(seeds), _string_list(raw.get("overrides"), path, "overrides"), rows,
+                      _claims(raw.get("claims"), path, names))
+
+
+def _claims(raw: Any, path: Path, names: set[str]) -> list[Claim]:
+    raw = [] if raw is None else raw
+    _expect(isinstance(raw, list), path, "claims", "a list", raw)
+    claims = []
+    for i, c in enumerate(raw):
+        key = f"claims[{i}]"
+        kinds = sorted({"ratio", "decreasing"} & set(c)) if isinstance(c, dict) else []
+        _expect(isinstance(c, dict) and "text" in c and len(kinds) == 1, path, key,
+                "a mapping with text and one of ratio, decreasing", c)
+        unknown = set(c) - {"text", "ratio", "decreasing", "at_most"}
+        _expect(not unknown, path, f"{key} keys", "among text, ratio, decreasing, at_most", sorted(unknown))
+        kind, rows = kinds[0], c[kinds[0]]
+        size = "two row names" if kind == "ratio" else "two or more row names"
+        _expect(isinstance(rows, list) and (len(rows) == 2 if kind == "ratio" else len(rows) >= 2), path,
+                f"{key}.{kind}", f"a list of {size}", rows)
+        _expect(set(rows) <= names, path, f"{key}.{kind}", f"rows of this experiment ({', '.join(sorted(names))})", rows)
+        bound = c.get("at_most")
+        _expect((kind == "ratio") == isinstance(bound, (int, float)), path, f"{key}.at_most",
+                "a number for a ratio claim, absent otherwise", bound)
+        claims.append(Claim(str(c["text"]), kind, [str(r) for r in rows], None if bound is None else float(bound)))
+    return claims
 
 
 def row_config(exp: Experiment, row: Row, seed: int, overrides: list[str]) -> Any:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crossmodal.experiment.claims import check_claims, claims_markdown
 from crossmodal.experiment.manifest import Experiment, Row
 from crossmodal.experiment.records import FINISHED, SUMMARY, Outcome, git_commit
 
@@ -147,6 +148,8 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
         lines += ["", "Failed runs:"] + [f"- {o.row} seed {o.seed}: {o.error}" for o in failed]
     if pending:
         lines += ["", "Not run yet: " + ", ".join(f"{o.row} seed {o.seed}" for o in pending)]
+    claims = check_claims(exp, outcomes)
+    lines += claims_markdown(exp, claims)
     lines += ["", f"![PCK curves]({exp.name}_pck.png)", "", f"![Validation curves]({exp.name}_curves.png)", ""]
     atomic_write_text(base.with_suffix(".md"), "\n".join(lines))
 
@@ -164,6 +167,7 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
 
     atomic_write_text(base.with_suffix(".json"), json.dumps({
         **header,
+        "claims": claims,
         "rows": [{"name": r.name, "label": r.label, "paper_epe_mean": r.paper, "config": str(r.config),
                   "overrides": r.overrides, "summary": summaries[r.name],
                   "runs": [o.__dict__ for o in by_row[r.name]]} for r in rows],

@@ -1,0 +1,76 @@
+"""The paper's claims, checked on the finished runs: a verdict for each, with its evidence per seed.
+
+A claim compares rows, so it is judged on the seeds in which every one of its rows finished
+(seed s of one row against seed s of another: the same data order and initialisation draw). Its
+verdict is read on the mean over those seeds; how many seeds agree on their own says whether the
+verdict rests on a real difference; fewer seeds than the experiment's make it provisional.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crossmodal.experiment.manifest import Claim, Experiment
+from crossmodal.experiment.records import FINISHED, Outcome
+
+
+def _holds(claim: Claim, epe: dict[str, float]) -> bool:
+    if claim.kind == "ratio":
+        first, second = claim.rows
+        return epe[first] / epe[second] <= claim.at_most
+    return all(epe[a] > epe[b] for a, b in zip(claim.rows, claim.rows[1:]))
+
+
+def check_claims(exp: Experiment, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """One result per claim of ``exp``: the seeds judged, each row's mean EPE over them, the ratio
+    (ratio claims), the verdict on the means, and the verdict of each seed alone."""
+    epe = {(o.row, o.seed): o.metrics["epe_mean"] for o in outcomes if o.status in FINISHED}
+    results = []
+    for claim in exp.claims:
+        seeds = [s for s in exp.seeds if all((r, s) in epe for r in claim.rows)]
+        result: dict[str, Any] = {"text": claim.text, "kind": claim.kind, "rows": claim.rows, "at_most": claim.at_most,
+                                  "seeds": seeds, "of_seeds": len(exp.seeds)}
+        if seeds:
+            means = {r: sum(epe[(r, s)] for s in seeds) / len(seeds) for r in claim.rows}
+            result["means"] = means
+            result["holds"] = _holds(claim, means)
+            result["per_seed"] = [_holds(claim, {r: epe[(r, s)] for r in claim.rows}) for s in seeds]
+            if claim.kind == "ratio":
+                first, second = claim.rows
+                result["ratio"] = means[first] / means[second]
+                result["ratio_per_seed"] = [epe[(first, s)] / epe[(second, s)] for s in seeds]
+        results.append(result)
+    return results
+
+
+def claims_markdown(exp: Experiment, results: list[dict[str, Any]]) -> list[str]:
+    """The table's section on the claims (no lines when the experiment states none)."""
+    if not results:
+        return []
+    labels = {r.name: r.label for r in exp.rows}
+    lines = ["", "## The paper's claims, checked", "",
+             "Each claim is judged on the mean test EPE over the seeds in which all its rows finished; "
+             "\"seeds agreeing\" counts the seeds that give the same verdict alone. Fewer seeds than the "
+             "experiment's make a verdict provisional.", "",
+             "| claim | measured | per seed | verdict | seeds agreeing |", "|---|---|---|---|---|"]
+    for res in results:
+        if not res["seeds"]:
+            lines.append(f"| {res['text']} | — | — | not run yet | — |")
+            continue
+        means = res["means"]
+        if res["kind"] == "ratio":
+            first, second = res["rows"]
+            measured = f"{labels[first]} / {labels[second]} = {res['ratio']:.3f} (bound {res['at_most']:g})"
+            per_seed = ", ".join(f"{v:.3f}" for v in res["ratio_per_seed"])
+        else:
+            measured = f"{labels[res['rows'][0]]} {means[res['rows'][0]]:.2f}"
+            for a, b in zip(res["rows"], res["rows"][1:]):
+                measured += f" {'>' if means[a] > means[b] else '≤'} {labels[b]} {means[b]:.2f}"
+            measured += " mm"
+            per_seed = ", ".join("yes" if ok else "no" for ok in res["per_seed"])
+        n, total = len(res["seeds"]), res["of_seeds"]
+        verdict = ("**holds**" if res["holds"] else "**fails**") + (f" (provisional: {n} of {total} seeds)" if n < total else "")
+        agreeing = sum(ok == res["holds"] for ok in res["per_seed"])
+        seeds = ("seed " if n == 1 else "seeds ") + ", ".join(str(s) for s in res["seeds"])
+        lines.append(f"| {res['text']} | {measured} | {per_seed} ({seeds}) | {verdict} | {agreeing} of {n} |")
+    return lines
