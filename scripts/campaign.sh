@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A queue of experiment runs for a campaign that spans sessions, as issue 13's was run.
+#
+#   scripts/campaign.sh [--after PID] ITEM...     ITEM = <experiment folder>:<row>:<seed>
+#   e.g. nohup scripts/campaign.sh experiments/table1:s4_rc_chp:1 experiments/fig8_weak:weak_025:1 > A.log 2>&1 &
+#
+# Each item trains in turn, with one torch thread (two queues side by side fill 2 cores), from a
+# detached worktree of this checkout's HEAD ($CAMPAIGN_DIR, default ../campaign): the runs are
+# trained from a clean commit while this checkout is edited. HEAD must be committed. The worktree
+# shares this checkout's data/ and runs/; each finished run's record goes to this checkout's
+# experiments/results/runs/ (commit it), and the tables to a scratch folder: rewrite the real ones
+# here with `python -m crossmodal experiment <folder> --tables-only`. --after PID waits for a
+# process (a run of another queue) to end first. The worktree is moved to HEAD only when no queue
+# uses it: a running process imports modules lazily from it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MAIN=$(pwd)
+CAMPAIGN_DIR=${CAMPAIGN_DIR:-$MAIN/../campaign}
+if [ "${1:-}" = "--after" ]; then
+    while kill -0 "$2" 2>/dev/null; do sleep 15; done
+    shift 2
+fi
+[ $# -gt 0 ] || { echo "campaign.sh: give items <experiment folder>:<row>:<seed>" >&2; exit 2; }
+for item in "$@"; do
+    IFS=: read -r folder row seed <<< "$item"
+    [ -f "$folder/experiment.yaml" ] && [ -n "$row" ] && [ -n "$seed" ] \
+        || { echo "campaign.sh: $item: expected <experiment folder>:<row>:<seed> with an experiment.yaml in the folder" >&2; exit 2; }
+done
+git diff --quiet HEAD -- || { echo "campaign.sh: commit first: runs are trained from a clean HEAD" >&2; exit 2; }
+if [ ! -e "$CAMPAIGN_DIR/.git" ]; then
+    git worktree add --detach "$CAMPAIGN_DIR" HEAD
+elif ! pgrep -f "crossmodal experiment .*--records $MAIN/experiments/results/runs" >/dev/null; then
+    git -C "$CAMPAIGN_DIR" checkout -q --detach "$(git rev-parse HEAD)"
+fi
+mkdir -p data runs
+ln -sfn "$MAIN/data" "$CAMPAIGN_DIR/data"
+ln -sfn "$MAIN/runs" "$CAMPAIGN_DIR/runs"
+echo "campaign: $(git -C "$CAMPAIGN_DIR" rev-parse --short HEAD) in $CAMPAIGN_DIR"
+cd "$CAMPAIGN_DIR"
+export OMP_NUM_THREADS=1 PYTHONPATH=$CAMPAIGN_DIR
+for item in "$@"; do
+    IFS=: read -r folder row seed <<< "$item"
+    echo "=== $(date '+%F %T') $item"
+    rc=0
+    "$MAIN/.venv/bin/python" -m crossmodal experiment "$folder" --rows "$row" --seeds "$seed" \
+        --results "$MAIN/runs/campaign-tables" --records "$MAIN/experiments/results/runs" trainer.progress=false || rc=$?
+    echo "=== $(date '+%F %T') done (exit $rc) $item"
+done
