@@ -67,7 +67,8 @@ def test_oriented_left_mirroring_model_exports_with_the_finder(tiny_data, tiny_f
 
 def test_graph_roll_equals_the_training_pipelines(tiny_data):
     """The graph's batched roll (crossmodal.finder.graph.roll_upright) turns a hand mask as
-    geometry.roll_upright turns its pixels, and an empty mask is not turned."""
+    geometry.roll_upright turns its pixels, and an empty or a whole-image (isotropic) mask is
+    not turned."""
     import torch
 
     from crossmodal.data import geometry
@@ -75,7 +76,8 @@ def test_graph_roll_equals_the_training_pipelines(tiny_data):
 
     root = Path(next(o.split("=", 1)[1] for o in tiny_data if o.startswith("data.root="))) / "evaluation" / "mask"
     masks = [np.asarray(Image.open(p)) for p in sorted(root.glob("*.png"))[:3]]
-    hands = np.stack([(m >= 2) & (m <= 33) for m in masks] + [np.zeros_like(masks[0], dtype=bool)])
+    hands = np.stack([(m >= 2) & (m <= 33) for m in masks] + [np.ones_like(masks[0], dtype=bool),
+                                                               np.zeros_like(masks[0], dtype=bool)])
     rng = np.random.default_rng(0)
     H = np.stack([np.array([[0.3, 0.02, -10.0], [-0.01, 0.3, -5.0], [1e-4, 2e-4, 1.0]]) + rng.normal(0, 1e-3, (3, 3)) for _ in hands])
     graph = roll_upright(torch.from_numpy(hands), torch.from_numpy(H))
@@ -84,6 +86,8 @@ def test_graph_roll_equals_the_training_pipelines(tiny_data):
         expected = geometry.roll_upright(geometry.apply_homography(H[k], np.stack([cols, rows], 1).astype(np.float64)))
         np.testing.assert_allclose(graph[k].numpy(), expected, atol=1e-6)
     np.testing.assert_array_equal(graph[-1].numpy(), np.eye(3))
+    whole = roll_upright(torch.ones(1, 320, 320), torch.eye(3)[None] * 0.2)  # a whole image, scaled
+    np.testing.assert_array_equal(whole[0].numpy(), np.eye(3))
 
 
 @pytest.mark.parametrize("mirror_left", [False, True])

@@ -237,6 +237,22 @@ def test_roll_upright_equals_its_naive_twin(seed: int) -> None:
     assert np.linalg.det(R) > 0
 
 
+def test_an_isotropic_set_is_not_turned() -> None:
+    """A square grid or a disc has no long axis: the identity, not an axis picked by rounding (a
+    whole-image mask turned 90 degrees apart in onnxruntime and PyTorch before). A set just
+    anisotropic enough still turns."""
+    v, u = np.mgrid[0:320, 0:320]
+    square = np.stack([u.ravel(), v.ravel()], 1).astype(np.float64)
+    np.testing.assert_array_equal(geometry.roll_upright(square), np.eye(3))
+    angles = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+    disc = np.stack([np.cos(angles), np.sin(angles)], 1) * 40.0  # a ring of radius 40
+    np.testing.assert_array_equal(geometry.roll_upright(disc + 100.0), np.eye(3))
+    stretched = square * np.array([1.0, 1.0 + 1e-3])  # anisotropy 1e-3, a hundred times the threshold
+    R = geometry.roll_upright(stretched)
+    np.testing.assert_allclose(R, naive_roll_upright(stretched), atol=1e-9)
+    assert not np.allclose(R, np.eye(3))  # its long axis is v: turned onto image-up, a sign at most
+
+
 def test_orient_turns_the_hand_upright_and_keeps_the_crop_centred() -> None:
     """The hand's pixels, carried into the oriented crop, have their long axis along v with the
     tail (the fingers) up; the crop stays centred on the hand, which only turned about it."""

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crossmodal.data.geometry import ISOTROPIC
 from crossmodal.finder.locate import locate_hand
 from crossmodal.finder.resize import area_matrix, working_size
 
@@ -62,7 +63,8 @@ def mirror_intrinsics(K: Tensor, width: int) -> Tensor:
 
 def roll_upright(hand: Tensor, H: Tensor) -> Tensor:
     """Batched ``geometry.roll_upright`` of the hand pixels ``hand`` (B, H, W; bool, or 0/1 float)
-    carried into the crop by the homography ``H`` (B, 3, 3); the identity where a mask is empty."""
+    carried into the crop by the homography ``H`` (B, 3, 3); the identity where a mask is empty
+    or isotropic (``geometry.ISOTROPIC``)."""
     B, height, width = hand.shape
     v, u = torch.meshgrid(torch.arange(height, dtype=H.dtype), torch.arange(width, dtype=H.dtype), indexing="ij")
     points = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, -1, 3) @ H.transpose(1, 2)
@@ -85,7 +87,8 @@ def roll_upright(hand: Tensor, H: Tensor) -> Tensor:
     Rz = torch.stack([torch.stack([-axis[:, 1], axis[:, 0], zero], -1), torch.stack([-axis[:, 0], -axis[:, 1], zero], -1),
                       torch.stack([zero, zero, one], -1)], 1)
     eye = torch.eye(3, dtype=H.dtype).expand_as(Rz)
-    return torch.where((count < 2)[:, None, None], eye, Rz)
+    isotropic = torch.sqrt((a - c) ** 2 + 4 * b**2) <= ISOTROPIC * (a + c)
+    return torch.where(((count < 2) | isotropic)[:, None, None], eye, Rz)
 
 
 class ImageToJoints(nn.Module):
