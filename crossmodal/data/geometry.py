@@ -75,7 +75,7 @@ def mirror_intrinsics(K: np.ndarray, width: int) -> np.ndarray:
 #: A point set whose second moments are isotropic to this relative precision has no long axis and is
 #: not turned. Otherwise rounding would choose its axis, differently in float32 graphs (ONNX) and
 #: here: a whole-image mask, which an untrained finder gives, is such a set. The least isotropic
-#: hand mask of the 32000 cpu-long training frames is 0.0038 (|(a - c, 2b)| / (a + c)).
+#: hand mask of the 32000 cpu-long training frames is 0.0038 (|(a - c, 2b)| / (a + c), on the raw masks).
 ISOTROPIC = 1e-5
 
 
