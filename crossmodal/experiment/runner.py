@@ -18,6 +18,7 @@ from crossmodal.experiment.records import (FINISHED, SUMMARY, Outcome, finished_
 from crossmodal.experiment.tables import duration, write_results
 from crossmodal.train import lr_curve, validation_curve
 
+
 def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
 
@@ -128,10 +129,13 @@ def run_experiment(
         for s in seeds:
             run_dir = Path(out_dir) / config_key(row_config(exp, r, s, overrides))
             earlier = finished_outcome(r, s, run_dir, records)
-            if earlier is not None and earlier.status == "reused" and (
-                    earlier.train_epe is None or not record_path(records, run_dir).is_file()):
-                measure_train_epe(earlier)  # finished by an older version, which measured less
-                write_record(records, earlier)
+            if earlier is not None and earlier.status == "reused":
+                missing = earlier.train_epe is None
+                if missing:
+                    measure_train_epe(earlier)  # finished by an older version, which measured less
+                # Written when absent or newly measured, not on every invocation.
+                if not record_path(records, run_dir).is_file() or (missing and earlier.train_epe is not None):
+                    write_record(records, earlier)
             outcomes[(r.name, s)] = earlier or Outcome(r.name, s, "pending")
     start = time.perf_counter()
     # Seed by seed: an interrupted campaign leaves every row with the same number of seeds.
