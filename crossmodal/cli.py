@@ -221,6 +221,9 @@ def _experiment_args(p: argparse.ArgumentParser) -> None:
                    help="runs trained at once, each with cpu_count / jobs threads (2 on a 2-core CPU)")
     p.add_argument("--tables-only", action="store_true",
                    help="train nothing: rewrite the tables from the runs finished so far")
+    p.add_argument("--plan", action="store_true",
+                   help="train nothing, write nothing: list the runs left to train as scripts/campaign.sh items, "
+                        "with times estimated from the finished ones")
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -242,6 +245,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         raise CrossmodalError("experiment: name at least one experiment folder, e.g. experiments/table1")
     seeds = _int_list(args.seeds, "--seeds") if args.seeds else None
     rows = [r for r in args.rows.split(",") if r] if args.rows else None
+    if args.plan:
+        from crossmodal.experiment.plan import plan_runs, plan_text
+
+        records = args.records or str(Path(args.results) / "runs")
+        print(plan_text(*plan_runs(folders, overrides, seeds, rows, args.out, records)))
+        return 0
     failed = 0
     for folder in folders:
         options = [*(["--seeds", args.seeds] if args.seeds else []), *(["--rows", args.rows] if args.rows else []),

@@ -9,7 +9,8 @@
 # trained from a clean commit while this checkout is edited. HEAD must be committed. The worktree
 # shares this checkout's data/ and runs/; each finished run's record goes to this checkout's
 # experiments/results/runs/ (commit it), and the tables to a scratch folder: rewrite the real ones
-# here with `python -m crossmodal experiment <folder> --tables-only`. --after PID waits for a
+# here with `python -m crossmodal experiment <folder> --tables-only`; `... --plan` lists the items
+# left, with estimated times. --after PID waits for a
 # process (a run of another queue) to end first. The worktree is moved to HEAD only when no queue
 # uses it: a running process imports modules lazily from it.
 set -euo pipefail

@@ -330,3 +330,43 @@ def test_recorded_runs_keep_their_hashes():
                     assert key == Path(outcome["run_dir"]).name, f"{path.stem}: {row['name']} seed {outcome['seed']}"
                     checked += 1
     assert checked >= 20  # the tables recorded so far
+
+
+def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniature, tiny_data, tmp_path, single_thread,
+                                                                        capsys):
+    """A campaign over sessions is planned from the records: what is left, as campaign.sh items,
+    each with the measured time of its row (or of runs of the same model and length)."""
+    from crossmodal.experiment.plan import plan_runs
+
+    (first,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
+    twin = tmp_path / "twin"  # another experiment repeating s4: its run is listed once
+    twin.mkdir()
+    (twin / "experiment.yaml").write_text('title: twin\nreference: none\nseeds: [0]\n'
+                                          'rows: [{name: s4_again, label: "S4 again", config: ../mini/s4.yaml}]\n')
+    overrides = [*tiny_data, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    planned, total = plan_runs([miniature, twin], overrides, seeds=[0, 1], out_dir=tmp_path / "runs",
+                               records_dir=tmp_path / "results" / "runs")
+    items = [p.item for p in planned]
+    assert items == [f"{miniature}:broken:0", f"{miniature}:s4:0", f"{miniature}:s1:1", f"{miniature}:broken:1",
+                     f"{miniature}:s4:1"]
+    assert total == 6  # 3 rows x 2 seeds: the twin's s4_again is mini's s4, not listed twice
+    by_item = {p.item: p for p in planned}
+    assert by_item[f"{miniature}:s1:1"].estimate_s == first.wall_s and "1 finished s1 run" in by_item[f"{miniature}:s1:1"].basis
+    # broken is s4 with another weight: same model and length as s4, which has not run either
+    assert by_item[f"{miniature}:s4:0"].estimate_s is None and "no finished run of poe" in by_item[f"{miniature}:s4:0"].basis
+    assert not any(p.resumable for p in planned)
+
+    # Through the CLI: printed, nothing trained or written.
+    before = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert main(["experiment", str(miniature), "--plan", "--seeds", "0,1", "--out", str(tmp_path / "runs"),
+                 "--results", str(tmp_path / "results"), *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 6 distinct runs finished; 5 to train:" in out and f"{miniature}:s1:1" in out
+    assert "1 without an estimate" not in out and "4 without an estimate" in out
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
+
+    # An interrupted run (its last checkpoint, no run.json) is listed as resuming.
+    (Path(first.run_dir) / "run.json").unlink()
+    (tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json").unlink()
+    planned, _ = plan_runs([miniature], overrides, out_dir=tmp_path / "runs", records_dir=tmp_path / "results" / "runs")
+    assert [(p.row, p.resumable) for p in planned] == [("s1", True), ("broken", False), ("s4", False)]

@@ -18,7 +18,8 @@ CPU hours spans sessions, so a recorded run counts as finished without its folde
 fails is recorded with its error and the others go on. After every row the results are
 rewritten (atomically) to ``experiments/results/<name>.md`` (the paper-style table),
 ``<name>.csv`` (one line per row and seed), ``<name>.json``, ``<name>_pck.png`` and
-``<name>_curves.png`` (each row's validation curve).
+``<name>_curves.png`` (each row's validation curve). ``--plan`` lists the runs left to train
+(``plan.py``).
 """
 
 from crossmodal.experiment.manifest import MANIFEST, Experiment, Row, config_key, load_experiment, row_config

@@ -1,0 +1,101 @@
+"""What a campaign has left to train: each unfinished (row, seed) with an estimate of its time.
+
+A campaign of many CPU hours is run over sessions as queues of ``<folder>:<row>:<seed>`` items
+(``scripts/campaign.sh``); this lists them in that form, so that a session plans the queues it can
+finish from measured times rather than from memory. A run shared by two experiments (Table 1's
+S4 is Fig. 8's 100 % row) is listed once, under the first folder that names it.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from crossmodal.experiment.manifest import config_key, load_experiment, row_config
+from crossmodal.experiment.records import FINISHED, finished_outcome
+from crossmodal.experiment.tables import duration
+
+
+@dataclass
+class Planned:
+    """One (row, seed) still to train."""
+
+    folder: str
+    row: str
+    seed: int
+    key: str  # the run's hash: its folder under --out and its record's name
+    estimate_s: float | None  # median wall time of the row's finished seeds, else the experiment's
+    basis: str  # what the estimate rests on
+    resumable: bool  # an interrupted run whose last checkpoint is here
+
+    @property
+    def item(self) -> str:
+        return f"{self.folder}:{self.row}:{self.seed}"
+
+
+def _median(walls: list[float]) -> float | None:
+    return statistics.median(walls) if walls else None
+
+
+def _kind(cfg) -> str:
+    """What a run's time depends on most: its model and its length (not its data's content)."""
+    model = cfg.model
+    return (f"{model.strategy} {'+'.join(model.encoders)}->{'+'.join(model.decoders)}, "
+            f"{cfg.trainer.max_epochs} epochs")
+
+
+def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = None, seeds: list[int] | None = None,
+              rows: list[str] | None = None, out_dir: str | os.PathLike = "runs/experiments",
+              records_dir: str | os.PathLike = "experiments/results/runs") -> tuple[list[Planned], int]:
+    """The unfinished runs of the experiments (in the runner's order: seed by seed) and how many
+    distinct runs they hold in all. A run's estimate is the median wall time of its row's finished
+    seeds, else of the finished runs of the same model and length in these experiments; wall times
+    are those of the machines that trained them."""
+    overrides, records, out = list(overrides or []), Path(records_dir), Path(out_dir)
+    by_row: dict[tuple[str, str], list[float]] = {}
+    by_kind: dict[str, list[float]] = {}
+    pending, seen = [], set()
+    for folder in folders:
+        exp = load_experiment(folder)
+        folder = str(folder).rstrip("/")
+        for seed in list(seeds) if seeds else exp.seeds:
+            for row in exp.rows:
+                if rows and row.name not in rows:
+                    continue
+                cfg = row_config(exp, row, seed, overrides)
+                key = config_key(cfg)
+                if key in seen:
+                    continue
+                seen.add(key)
+                done = finished_outcome(row, seed, out / key, records)
+                if done is None or done.status not in FINISHED:
+                    pending.append((folder, row.name, seed, key, _kind(cfg)))
+                elif done.wall_s is not None:
+                    by_row.setdefault((folder, row.name), []).append(done.wall_s)
+                    by_kind.setdefault(_kind(cfg), []).append(done.wall_s)
+    planned = []
+    for folder, name, seed, key, kind in pending:
+        own, alike = by_row.get((folder, name), []), by_kind.get(kind, [])
+        basis = (f"median of {len(own)} finished {name} run(s)" if own else
+                 f"median of {len(alike)} finished run(s) of {kind}" if alike else f"no finished run of {kind}")
+        planned.append(Planned(folder, name, seed, key, _median(own) or _median(alike), basis,
+                               (out / key / "checkpoints" / "last.ckpt").is_file()))
+    return planned, len(seen)
+
+
+def plan_text(planned: list[Planned], total: int) -> str:
+    """The plan as printed by ``python -m crossmodal experiment ... --plan``."""
+    lines = [f"{total - len(planned)} of {total} distinct runs finished; {len(planned)} to train:"]
+    width = max((len(p.item) for p in planned), default=0)
+    for p in planned:
+        resumed = ", resumes from its last checkpoint" if p.resumable else ""
+        estimate = "no estimate" if p.estimate_s is None else f"~{duration(p.estimate_s)}"
+        lines.append(f"  {p.item:<{width}}  {estimate} ({p.basis}{resumed})")
+    known = [p.estimate_s for p in planned if p.estimate_s is not None]
+    unknown = len(planned) - len(known)
+    lines.append(f"estimated: {duration(sum(known))} of one thread for {len(known)} run(s)"
+                 + (f"; {unknown} without an estimate" if unknown else "")
+                 + ". Two queues of scripts/campaign.sh on 2 cores take about half of it in clock time.")
+    return "\n".join(lines)
