@@ -42,13 +42,19 @@ class Outcome:
     train_epe: float | None = None  # EPE (mm) on its first TRAIN_FRAMES training frames (fit_check)
 
 
+#: Written by the runner itself: a table rewritten beside them is still from a clean checkout.
+OUTPUTS = "experiments/results"
+
+
 def git_commit() -> str:
-    """``<sha>`` of the framework's checkout, ``+dirty`` when tracked files differ from it."""
+    """``<sha>`` of the framework's checkout, ``+dirty`` when tracked files other than the results
+    (``OUTPUTS``) differ from it."""
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                f":(top,exclude){OUTPUTS}"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
