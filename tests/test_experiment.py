@@ -370,3 +370,29 @@ def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniatur
     (tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json").unlink()
     planned, _ = plan_runs([miniature], overrides, out_dir=tmp_path / "runs", records_dir=tmp_path / "results" / "runs")
     assert [(p.row, p.resumable) for p in planned] == [("s1", True), ("broken", False), ("s4", False)]
+
+
+def test_commit_is_dirty_for_code_changes_not_for_rewritten_results(tmp_path):
+    """Tables are rewritten one experiment after another: the second must not call the first's
+    fresh table a local change, while an edited source file must show."""
+    import subprocess
+
+    from crossmodal.experiment.records import OUTPUTS, git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / OUTPUTS).mkdir(parents=True)
+    (tmp_path / "code").mkdir()
+    for path in (tmp_path / OUTPUTS / "table1.md", tmp_path / "code" / "model.py"):
+        path.write_text("first\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    clean = git_commit(tmp_path / "code")
+    assert len(clean) == 10 and not clean.endswith("+dirty")
+    (tmp_path / OUTPUTS / "table1.md").write_text("rewritten\n")
+    assert git_commit(tmp_path / "code") == clean
+    (tmp_path / "code" / "model.py").write_text("edited\n")
+    assert git_commit(tmp_path / "code") == clean + "+dirty"

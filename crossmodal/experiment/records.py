@@ -46,10 +46,10 @@ class Outcome:
 OUTPUTS = "experiments/results"
 
 
-def git_commit() -> str:
-    """``<sha>`` of the framework's checkout, ``+dirty`` when tracked files other than the results
-    (``OUTPUTS``) differ from it."""
-    root = Path(__file__).resolve().parent.parent
+def git_commit(root: Path | None = None) -> str:
+    """``<sha>`` of the framework's checkout (or of ``root``), ``+dirty`` when tracked files other
+    than the results (``OUTPUTS``) differ from it."""
+    root = root or Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
