@@ -13,12 +13,15 @@
 # left, with estimated times. --after PID waits for a
 # process (a run of another queue) to end first. The worktree is moved to HEAD only when no queue
 # uses it: a running process imports modules lazily from it.
+# bash reads this file as it runs: while a queue runs, replace the file (write a copy, mv it over)
+# instead of editing it in place, or the queue reads the edit at its old offset when it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MAIN=$(pwd)
 CAMPAIGN_DIR=${CAMPAIGN_DIR:-$MAIN/../campaign}
+AFTER=
 if [ "${1:-}" = "--after" ]; then
-    while kill -0 "$2" 2>/dev/null; do sleep 15; done
+    AFTER=$2
     shift 2
 fi
 [ $# -gt 0 ] || { echo "campaign.sh: give items <experiment folder>:<row>:<seed>" >&2; exit 2; }
@@ -28,10 +31,15 @@ for item in "$@"; do
         || { echo "campaign.sh: $item: expected <experiment folder>:<row>:<seed> with an experiment.yaml in the folder" >&2; exit 2; }
 done
 git diff --quiet HEAD -- || { echo "campaign.sh: commit first: runs are trained from a clean HEAD" >&2; exit 2; }
+# The commit is fixed now, not after the wait: edits and commits made meanwhile are not trained.
+COMMIT=$(git rev-parse HEAD)
+if [ -n "$AFTER" ]; then
+    while kill -0 "$AFTER" 2>/dev/null; do sleep "${CAMPAIGN_POLL_S:-15}"; done
+fi
 if [ ! -e "$CAMPAIGN_DIR/.git" ]; then
-    git worktree add --detach "$CAMPAIGN_DIR" HEAD
+    git worktree add --detach "$CAMPAIGN_DIR" "$COMMIT"
 elif ! pgrep -f "crossmodal experiment .*--records $MAIN/experiments/results/runs" >/dev/null; then
-    git -C "$CAMPAIGN_DIR" checkout -q --detach "$(git rev-parse HEAD)"
+    git -C "$CAMPAIGN_DIR" checkout -q --detach "$COMMIT"
 fi
 mkdir -p data runs
 ln -sfn "$MAIN/data" "$CAMPAIGN_DIR/data"

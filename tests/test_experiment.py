@@ -396,3 +396,47 @@ def test_commit_is_dirty_for_code_changes_not_for_rewritten_results(tmp_path):
     assert git_commit(tmp_path / "code") == clean
     (tmp_path / "code" / "model.py").write_text("edited\n")
     assert git_commit(tmp_path / "code") == clean + "+dirty"
+
+
+def test_campaign_queue_checks_its_items_and_trains_the_commit_it_was_started_on(tmp_path):
+    """scripts/campaign.sh on a scratch repository: bad items and uncommitted edits are refused at
+    once, and a queue told to wait (--after) trains the commit it was started on, not one made
+    while it waited."""
+    import subprocess
+    import time
+
+    repo, worktree = tmp_path / "repo", tmp_path / "campaign"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "exp").mkdir()
+    shutil.copy(ROOT / "scripts" / "campaign.sh", repo / "scripts" / "campaign.sh")
+    (repo / "exp" / "experiment.yaml").write_text("title: x\n")
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def queue(*items):
+        return subprocess.Popen(["bash", "scripts/campaign.sh", *items], cwd=repo, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env={"PATH": "/usr/bin:/bin", "CAMPAIGN_DIR": str(worktree), "CAMPAIGN_POLL_S": "1"})
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    first = git("rev-parse", "HEAD")
+    bad = queue("exp:row")
+    assert bad.wait(30) == 2 and "expected <experiment folder>:<row>:<seed>" in bad.stdout.read()
+    (repo / "exp" / "experiment.yaml").write_text("title: edited\n")
+    dirty = queue("exp:row:0")
+    assert dirty.wait(30) == 2 and "commit first" in dirty.stdout.read()
+    git("checkout", "-q", "--", ".")
+
+    blocker = subprocess.Popen(["sleep", "30"])
+    waiting = queue("--after", str(blocker.pid), "exp:row:0")
+    time.sleep(1)
+    git("commit", "-q", "--allow-empty", "-m", "second, made while the queue waits")
+    blocker.kill()
+    blocker.wait()
+    waiting.wait(60)
+    out = waiting.stdout.read()
+    assert f"campaign: {first[:7]}" in out and "=== " in out  # it went on to the item (no .venv here: it fails)
+    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=worktree, capture_output=True, text=True).stdout.strip() == first
