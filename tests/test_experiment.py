@@ -356,6 +356,10 @@ def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniatur
     assert by_item[f"{miniature}:s4:0"].estimate_s is None and "no finished run of poe" in by_item[f"{miniature}:s4:0"].basis
     assert not any(p.resumable for p in planned)
 
+    with pytest.raises(ConfigError) as excinfo:
+        plan_runs([miniature], overrides, rows=["s5"], out_dir=tmp_path / "runs")
+    raises_one_line(excinfo, "--rows", "s5")
+
     # Through the CLI: printed, nothing trained or written.
     before = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert main(["experiment", str(miniature), "--plan", "--seeds", "0,1", "--out", str(tmp_path / "runs"),

@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossmodal.errors import ConfigError
 from crossmodal.experiment.manifest import config_key, load_experiment, row_config
 from crossmodal.experiment.records import FINISHED, finished_outcome
 from crossmodal.experiment.tables import duration
@@ -56,9 +57,10 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
     overrides, records, out = list(overrides or []), Path(records_dir), Path(out_dir)
     by_row: dict[tuple[str, str], list[float]] = {}
     by_kind: dict[str, list[float]] = {}
-    pending, seen = [], set()
+    pending, seen, names = [], set(), set()
     for folder in folders:
         exp = load_experiment(folder)
+        names |= {r.name for r in exp.rows}
         folder = str(folder).rstrip("/")
         for seed in list(seeds) if seeds else exp.seeds:
             for row in exp.rows:
@@ -75,6 +77,9 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
                 elif done.wall_s is not None:
                     by_row.setdefault((folder, row.name), []).append(done.wall_s)
                     by_kind.setdefault(_kind(cfg), []).append(done.wall_s)
+    unknown = sorted(set(rows or ()) - names)
+    if unknown:
+        raise ConfigError(f"--rows: no row {unknown} in {', '.join(str(f) for f in folders)}")
     planned = []
     for folder, name, seed, key, kind in pending:
         own, alike = by_row.get((folder, name), []), by_kind.get(kind, [])
