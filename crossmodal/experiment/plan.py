@@ -27,7 +27,7 @@ class Planned:
     row: str
     seed: int
     key: str  # the run's hash: its folder under --out and its record's name
-    estimate_s: float | None  # median wall time of the row's finished seeds, else the experiment's
+    estimate_s: float | None  # median wall time of the row's finished seeds, else of runs of its kind
     basis: str  # what the estimate rests on
     resumable: bool  # an interrupted run whose last checkpoint is here
 
