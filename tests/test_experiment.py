@@ -7,12 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from crossmodal.cli import main
 from crossmodal.errors import ConfigError
 from crossmodal.experiment import FINISHED, Outcome, config_key, load_experiment, row_config, run_experiment
-from crossmodal.experiment.claims import check_claims, claims_markdown
+from crossmodal.experiment.claims import check_claims, claims_markdown, welch_p
 
 from conftest import raises_one_line
 
@@ -263,12 +264,38 @@ claims:
     assert "| S4 <= 0.8 x S1 | S4 R+C→C+H+P / S1 R→P = 0.800 (bound 0.8) | 0.750, 0.850 (seeds 0, 1) |" in lines
     assert "**holds** (provisional: 2 of 3 seeds) | 1 of 2 |" in lines
     assert "S1 R→P 20.00 > S4 with an infinite heatmap weight 18.00 > S4 R+C→C+H+P 15.00 mm" in lines
+    assert ratio["pairs"] == [{"rows": ["s4", "s1"], "difference": pytest.approx(-4.0),
+                               "p": pytest.approx(welch_p([15.0, 17.0], [20.0, 20.0]))}]
+    assert order["pairs"][0]["p"] is None  # one seed: no spread to judge by
+    assert f"| S4 R+C→C+H+P − S1 R→P -4.00 mm ({ratio['pairs'][0]['p']:.3f}) |" in lines
+    assert "| S1 R→P − S4 with an infinite heatmap weight +2.00 mm (—); " in lines
     outcomes[1] = done("s4", 0, 25.0)
     ratio, order = check_claims(exp, outcomes)
     assert not ratio["holds"] and not order["holds"]
     assert "≤ S4 R+C→C+H+P 25.00 mm | no (seed 0) | **fails** (provisional: 1 of 3 seeds) | 1 of 1 |" in \
         "\n".join(claims_markdown(exp, [ratio, order]))
     assert check_claims(exp, [])[0]["seeds"] == [] and "| not run yet |" in "\n".join(claims_markdown(exp, check_claims(exp, [])))
+
+
+def _welch_naive(a, b):
+    import scipy.stats
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    t = (np.mean(a) - np.mean(b)) / np.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return 2 * scipy.stats.t.sf(abs(t), df)
+
+
+@pytest.mark.parametrize("a, b", [([16.74, 16.81, 16.96], [17.33, 17.04, 17.14]),  # Table 1's S1, S4
+                                  ([1.0, 2.0], [1.5, 2.5, 3.5, 9.0]), ([3.0, 3.1, 2.9], [3.0, 3.2, 2.8])])
+def test_welch_p_matches_the_textbook_formula(a, b):
+    assert welch_p(a, b) == pytest.approx(_welch_naive(a, b), rel=1e-9)
+    assert welch_p(a, b) == pytest.approx(welch_p(b, a))
+
+
+def test_welch_p_edges():
+    assert welch_p([1.0], [1.0, 2.0]) is None and welch_p([], []) is None
+    assert welch_p([2.0, 2.0], [2.0, 2.0]) == 1.0 and welch_p([2.0, 2.0], [3.0, 3.0]) == 0.0
+    assert 0.0 < welch_p([2.0, 2.0], [3.0, 3.5]) < 1.0
 
 
 def test_cli_errors(tmp_path, capsys):

@@ -3,12 +3,17 @@
 A claim compares rows, so it is judged on the seeds in which every one of its rows finished
 (seed s of one row against seed s of another: the same data order and initialisation draw). Its
 verdict is read on the mean over those seeds; how many seeds agree on their own says whether the
-verdict rests on a real difference; fewer seeds than the experiment's make it provisional.
+verdict rests on a real difference; fewer seeds than the experiment's make it provisional. Each
+compared pair also gets Welch's t-test on its per-seed values: with 3 seeds a row, a difference of
+one or two seed spreads is often not resolved, and a verdict on the means alone would hide that.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+from scipy import stats
 
 from crossmodal.experiment.manifest import Claim, Experiment
 from crossmodal.experiment.records import FINISHED, Outcome
@@ -19,6 +24,22 @@ def _holds(claim: Claim, epe: dict[str, float]) -> bool:
         first, second = claim.rows
         return epe[first] / epe[second] <= claim.at_most
     return all(epe[a] > epe[b] for a, b in zip(claim.rows, claim.rows[1:]))
+
+
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided p-value of Welch's t-test that rows a and b have the same mean EPE; None with fewer
+    than 2 seeds in either (no spread to judge by). Rows identical in every seed give 1."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    if len(set(a)) == 1 and len(set(b)) == 1:
+        return 1.0 if a[0] == b[0] else 0.0
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return None if math.isnan(p) else p
+
+
+def _pairs(claim: Claim) -> list[tuple[str, str]]:
+    # The rows a verdict turns on: the ratio's two, or each neighbour in the claimed order.
+    return list(zip(claim.rows, claim.rows[1:]))
 
 
 def check_claims(exp: Experiment, outcomes: list[Outcome]) -> list[dict[str, Any]]:
@@ -35,6 +56,9 @@ def check_claims(exp: Experiment, outcomes: list[Outcome]) -> list[dict[str, Any
             result["means"] = means
             result["holds"] = _holds(claim, means)
             result["per_seed"] = [_holds(claim, {r: epe[(r, s)] for r in claim.rows}) for s in seeds]
+            result["pairs"] = [{"rows": [a, b], "difference": means[a] - means[b],
+                                "p": welch_p([epe[(a, s)] for s in seeds], [epe[(b, s)] for s in seeds])}
+                               for a, b in _pairs(claim)]
             if claim.kind == "ratio":
                 first, second = claim.rows
                 result["ratio"] = means[first] / means[second]
@@ -51,11 +75,13 @@ def claims_markdown(exp: Experiment, results: list[dict[str, Any]]) -> list[str]
     lines = ["", "## The paper's claims, checked", "",
              "Each claim is judged on the mean test EPE over the seeds in which all its rows finished; "
              "\"seeds agreeing\" counts the seeds that give the same verdict alone. Fewer seeds than the "
-             "experiment's make a verdict provisional.", "",
-             "| claim | measured | per seed | verdict | seeds agreeing |", "|---|---|---|---|---|"]
+             "experiment's make a verdict provisional. Differences: each compared pair's mean EPE difference, "
+             "with the two-sided p of Welch's t-test on the per-seed values (— with fewer than 2 seeds).", "",
+             "| claim | measured | per seed | verdict | seeds agreeing | differences (p) |",
+             "|---|---|---|---|---|---|"]
     for res in results:
         if not res["seeds"]:
-            lines.append(f"| {res['text']} | — | — | not run yet | — |")
+            lines.append(f"| {res['text']} | — | — | not run yet | — | — |")
             continue
         means = res["means"]
         if res["kind"] == "ratio":
@@ -72,5 +98,8 @@ def claims_markdown(exp: Experiment, results: list[dict[str, Any]]) -> list[str]
         verdict = ("**holds**" if res["holds"] else "**fails**") + (f" (provisional: {n} of {total} seeds)" if n < total else "")
         agreeing = sum(ok == res["holds"] for ok in res["per_seed"])
         seeds = ("seed " if n == 1 else "seeds ") + ", ".join(str(s) for s in res["seeds"])
-        lines.append(f"| {res['text']} | {measured} | {per_seed} ({seeds}) | {verdict} | {agreeing} of {n} |")
+        differences = "; ".join(
+            f"{labels[p['rows'][0]]} − {labels[p['rows'][1]]} {p['difference']:+.2f} mm "
+            f"({'—' if p['p'] is None else format(p['p'], '.3f')})" for p in res["pairs"])
+        lines.append(f"| {res['text']} | {measured} | {per_seed} ({seeds}) | {verdict} | {agreeing} of {n} | {differences} |")
     return lines
