@@ -4,7 +4,8 @@
 #   scripts/campaign.sh [--after PID] ITEM...     ITEM = <experiment folder>:<row>:<seed>
 #   e.g. nohup scripts/campaign.sh experiments/table1:s4_rc_chp:1 experiments/fig8_weak:weak_025:1 > A.log 2>&1 &
 #
-# Each item trains in turn, with one torch thread (two queues side by side fill 2 cores), from a
+# Each item trains in turn, with one torch thread (two queues side by side fill 2 cores; a lone
+# queue, as at a session's end, can take both with CAMPAIGN_THREADS=2), from a
 # detached worktree of this checkout's HEAD ($CAMPAIGN_DIR, default ../campaign): the runs are
 # trained from a clean commit while this checkout is edited. HEAD must be committed. The worktree
 # shares this checkout's data/ and runs/; each finished run's record goes to this checkout's
@@ -46,7 +47,7 @@ ln -sfn "$MAIN/data" "$CAMPAIGN_DIR/data"
 ln -sfn "$MAIN/runs" "$CAMPAIGN_DIR/runs"
 echo "campaign: $(git -C "$CAMPAIGN_DIR" rev-parse --short HEAD) in $CAMPAIGN_DIR"
 cd "$CAMPAIGN_DIR"
-export OMP_NUM_THREADS=1 PYTHONPATH=$CAMPAIGN_DIR
+export OMP_NUM_THREADS=${CAMPAIGN_THREADS:-1} PYTHONPATH=$CAMPAIGN_DIR
 for item in "$@"; do
     IFS=: read -r folder row seed <<< "$item"
     echo "=== $(date '+%F %T') $item"

@@ -92,6 +92,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(miniature, tiny_data, 
     (second,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
     assert second.status == "done" and second.run_dir == first.run_dir
     assert json.loads(record.read_text())["resumed"] is True
+    assert json.loads(record.read_text())["torch_threads"] == 1  # the single_thread fixture's
 
 
 def test_table_written_mid_invocation_keeps_rows_not_reached_yet(miniature, tiny_data, tmp_path, single_thread, monkeypatch):

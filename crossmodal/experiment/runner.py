@@ -49,10 +49,14 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         metrics = json.loads(json.dumps(metrics, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
         train_epe = training_frames_epe(result.best_checkpoint)
         commit = git_commit()
+        import torch
+
+        # wall_s x torch_threads is the run's cost in thread time: campaigns mix 1- and 2-thread runs.
         atomic_write_text(run_dir / "run.json", json.dumps({
             "experiment": exp.name, "row": row.name, "seed": seed, "wall_s": wall, "resumed": cfg.resume == "true",
             "git_commit": commit, "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "metrics": metrics, "train_epe_mean": train_epe, "train_frames": TRAIN_FRAMES,
+            "torch_threads": torch.get_num_threads(),
         }, indent=2) + "\n")
         outcome = Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir),
                           lr_curve(run_dir), commit=commit, train_epe=train_epe)
