@@ -268,13 +268,15 @@ claims:
     assert ratio["pairs"] == [{"rows": ["s4", "s1"], "difference": pytest.approx(-4.0),
                                "p": pytest.approx(welch_p([15.0, 17.0], [20.0, 20.0]))}]
     assert order["pairs"][0]["p"] is None  # one seed: no spread to judge by
-    assert f"| S4 R+C→C+H+P − S1 R→P -4.00 mm ({ratio['pairs'][0]['p']:.3f}) |" in lines
+    assert f"| S4 R+C→C+H+P − S1 R→P -4.00 mm (p = {ratio['pairs'][0]['p']:.3f}) |" in lines
     assert "| S1 R→P − S4 with an infinite heatmap weight +2.00 mm (—); " in lines
     outcomes[1] = done("s4", 0, 25.0)
     ratio, order = check_claims(exp, outcomes)
     assert not ratio["holds"] and not order["holds"]
     assert "≤ S4 R+C→C+H+P 25.00 mm | no (seed 0) | **fails** (provisional: 1 of 3 seeds) | 1 of 1 |" in \
         "\n".join(claims_markdown(exp, [ratio, order]))
+    apart = [done(r, s, e + d) for s, d in enumerate((0.0, 0.1, -0.1)) for r, e in (("s1", 20.0), ("s4", 25.0))]
+    assert "S4 R+C→C+H+P − S1 R→P +5.00 mm (p < 0.001) |" in "\n".join(claims_markdown(exp, check_claims(exp, apart)))
     assert check_claims(exp, [])[0]["seeds"] == [] and "| not run yet |" in "\n".join(claims_markdown(exp, check_claims(exp, [])))
 
 

@@ -37,6 +37,10 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
     return None if math.isnan(p) else p
 
 
+def _p_text(p: float | None) -> str:
+    return "—" if p is None else "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def _pairs(claim: Claim) -> list[tuple[str, str]]:
     # The rows a verdict turns on: the ratio's two, or each neighbour in the claimed order.
     return list(zip(claim.rows, claim.rows[1:]))
@@ -100,6 +104,6 @@ def claims_markdown(exp: Experiment, results: list[dict[str, Any]]) -> list[str]
         seeds = ("seed " if n == 1 else "seeds ") + ", ".join(str(s) for s in res["seeds"])
         differences = "; ".join(
             f"{labels[p['rows'][0]]} − {labels[p['rows'][1]]} {p['difference']:+.2f} mm "
-            f"({'—' if p['p'] is None else format(p['p'], '.3f')})" for p in res["pairs"])
+            f"({_p_text(p['p'])})" for p in res["pairs"])
         lines.append(f"| {res['text']} | {measured} | {per_seed} ({seeds}) | {verdict} | {agreeing} of {n} | {differences} |")
     return lines
