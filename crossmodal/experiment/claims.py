@@ -10,10 +10,7 @@ one or two seed spreads is often not resolved, and a verdict on the means alone 
 
 from __future__ import annotations
 
-import math
 from typing import Any
-
-from scipy import stats
 
 from crossmodal.experiment.manifest import Claim, Experiment
 from crossmodal.experiment.records import FINISHED, Outcome
@@ -28,13 +25,15 @@ def _holds(claim: Claim, epe: dict[str, float]) -> bool:
 
 def welch_p(a: list[float], b: list[float]) -> float | None:
     """Two-sided p-value of Welch's t-test that rows a and b have the same mean EPE; None with fewer
-    than 2 seeds in either (no spread to judge by). Rows identical in every seed give 1."""
+    than 2 seeds in either (no spread to judge by). Two rows each constant over the seeds, where the
+    test is undefined, give 1 when equal and 0 when not."""
+    from scipy import stats  # imported here: only tables need it, not the CLI's start-up
+
     if len(a) < 2 or len(b) < 2:
         return None
     if len(set(a)) == 1 and len(set(b)) == 1:
         return 1.0 if a[0] == b[0] else 0.0
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return None if math.isnan(p) else p
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def _p_text(p: float | None) -> str:

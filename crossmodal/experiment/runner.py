@@ -26,6 +26,8 @@ def _one_line(exc: BaseException) -> str:
 def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir: Path, command: str,
             records: Path | None = None) -> Outcome:
     """Train and evaluate one (row, seed), or reuse its finished run; never raises (but Ctrl-C)."""
+    import torch
+
     from crossmodal.fit_check import TRAIN_FRAMES, training_frames_epe
     from crossmodal.io import atomic_write_text
     from crossmodal.train import train
@@ -49,8 +51,6 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         metrics = json.loads(json.dumps(metrics, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
         train_epe = training_frames_epe(result.best_checkpoint)
         commit = git_commit()
-        import torch
-
         # wall_s x torch_threads is the run's cost in thread time: campaigns mix 1- and 2-thread runs.
         atomic_write_text(run_dir / "run.json", json.dumps({
             "experiment": exp.name, "row": row.name, "seed": seed, "wall_s": wall, "resumed": cfg.resume == "true",
