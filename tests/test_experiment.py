@@ -386,6 +386,16 @@ def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniatur
     assert by_item[f"{miniature}:s4:0"].estimate_s is None and "no finished run of poe" in by_item[f"{miniature}:s4:0"].basis
     assert not any(p.resumable for p in planned)
 
+    # The plan is in time of one thread: a run trained with 2 is no estimate for anything.
+    record = tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json"
+    shutil.move(Path(first.run_dir) / "run.json", tmp_path / "run.json")  # leave only the record
+    record.write_text(json.dumps({**json.loads(record.read_text()), "torch_threads": 2}))
+    planned, _ = plan_runs([miniature], overrides, seeds=[1], rows=["s1"], out_dir=tmp_path / "runs",
+                           records_dir=tmp_path / "results" / "runs")
+    assert planned[0].estimate_s is None and "no finished run of crossmodal" in planned[0].basis
+    record.write_text(json.dumps({**json.loads(record.read_text()), "torch_threads": 1}))
+    shutil.move(tmp_path / "run.json", Path(first.run_dir) / "run.json")
+
     with pytest.raises(ConfigError) as excinfo:
         plan_runs([miniature], overrides, rows=["s5"], out_dir=tmp_path / "runs")
     raises_one_line(excinfo, "--rows", "s5")

@@ -53,7 +53,7 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
     """The unfinished runs of the experiments (in the runner's order: seed by seed) and how many
     distinct runs they hold in all. A run's estimate is the median wall time of its row's finished
     seeds, else of the finished runs of the same model and length in these experiments; wall times
-    are those of the machines that trained them."""
+    are those of the machines that trained them, and only of runs with one torch thread."""
     overrides, records, out = list(overrides or []), Path(records_dir), Path(out_dir)
     by_row: dict[tuple[str, str], list[float]] = {}
     by_kind: dict[str, list[float]] = {}
@@ -74,7 +74,9 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
                 done = finished_outcome(row, seed, out / key, records)
                 if done is None or done.status not in FINISHED:
                     pending.append((folder, row.name, seed, key, _kind(cfg)))
-                elif done.wall_s is not None:
+                # The plan is in time of one thread; a 2-thread run's wall time is neither half nor
+                # all of that (2 threads ran S1 2.2x faster than 1 thread beside another run).
+                elif done.wall_s is not None and done.threads == 1:
                     by_row.setdefault((folder, row.name), []).append(done.wall_s)
                     by_kind.setdefault(_kind(cfg), []).append(done.wall_s)
     unknown = sorted(set(rows or ()) - names)

@@ -40,6 +40,7 @@ class Outcome:
     error: str = ""
     commit: str = ""  # the framework's git commit that trained it (run.json)
     train_epe: float | None = None  # EPE (mm) on its first TRAIN_FRAMES training frames (fit_check)
+    threads: int = 1  # torch threads it trained with (records before 2026-12-03 lack it: they had 1)
 
 
 #: Written by the runner itself: a table rewritten beside them is still from a clean checkout.
@@ -69,7 +70,7 @@ def finished_outcome(row: Row, seed: int, run_dir: Path, records: Path | None = 
         info = json.loads(done.read_text())
         return Outcome(row.name, seed, "reused", str(run_dir), info.get("wall_s"), info["metrics"],
                        validation_curve(run_dir), lr_curve(run_dir), commit=info.get("git_commit", ""),
-                       train_epe=info.get("train_epe_mean"))
+                       train_epe=info.get("train_epe_mean"), threads=info.get("torch_threads", 1))
     path = record_path(records, run_dir) if records is not None else None
     if path is None or not path.is_file():
         return None
@@ -82,7 +83,8 @@ def finished_outcome(row: Row, seed: int, run_dir: Path, records: Path | None = 
         raise ConfigError(f"{path}: a run record needs {', '.join(RECORD_KEYS)} and the metrics {', '.join(SUMMARY)}, "
                           f"pck, thresholds; missing {missing or 'metrics'}; delete it to retrain the run")
     return Outcome(row.name, seed, "recorded", str(run_dir), info["wall_s"], info["metrics"], info["val_curve"],
-                   info["lr_curve"], commit=info["git_commit"], train_epe=info.get("train_epe_mean"))
+                   info["lr_curve"], commit=info["git_commit"], train_epe=info.get("train_epe_mean"),
+                   threads=info.get("torch_threads", 1))
 
 
 def record_path(records: Path, run_dir: Path) -> Path:

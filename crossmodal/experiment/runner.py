@@ -59,7 +59,7 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
             "torch_threads": torch.get_num_threads(),
         }, indent=2) + "\n")
         outcome = Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir),
-                          lr_curve(run_dir), commit=commit, train_epe=train_epe)
+                          lr_curve(run_dir), commit=commit, train_epe=train_epe, threads=torch.get_num_threads())
         if records is not None:
             write_record(records, outcome)
         return outcome
