@@ -93,6 +93,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(miniature, tiny_data, 
     assert second.status == "done" and second.run_dir == first.run_dir
     assert json.loads(record.read_text())["resumed"] is True
     assert json.loads(record.read_text())["torch_threads"] == 1  # the single_thread fixture's
+    assert 0.0 <= json.loads(record.read_text())["prepare_s"]  # data and caches, timed apart from wall_s
 
 
 def test_table_written_mid_invocation_keeps_rows_not_reached_yet(miniature, tiny_data, tmp_path, single_thread, monkeypatch):
