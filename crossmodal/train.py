@@ -32,6 +32,7 @@ class RunResult:
     run_dir: Path
     best_checkpoint: Path | None
     metrics: dict[str, Any] | None
+    prepare_s: float = 0.0  # checking (and building) the data and caches: a one-off cost, not training
 
 
 # ---------------------------------------------------------------------- run folders
@@ -323,13 +324,16 @@ def train(cfg: DictConfig) -> RunResult:
         check_compatible(load_checkpoint_config(resume), cfg, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
+    prepare_s = 0.0
     model = CrossmodalModule(OmegaConf.to_container(cfg, resolve=True))
     trainer = build_trainer(cfg, run_dir)
     if trainer.local_rank == 0:
         # Check (and build) the data before anything is written: a missing dataset must not leave
         # an empty run folder behind, nor move runs/latest away from the last good run. fit()
         # calls prepare_data again, which then finds the caches ready.
+        start = time.perf_counter()
         datamodule.prepare_data()
+        prepare_s = time.perf_counter() - start
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume is not None:
@@ -351,7 +355,7 @@ def train(cfg: DictConfig) -> RunResult:
         # The test split is evaluated once, on one device, so every sample counts exactly once
         # (a distributed sampler would pad the split to a multiple of the world size).
         metrics = evaluate_checkpoint(best, cfg, run_dir)
-    return RunResult(run_dir, Path(best) if best else None, metrics)
+    return RunResult(run_dir, Path(best) if best else None, metrics, prepare_s)
 
 
 def _leave_process_group() -> None:
