@@ -249,7 +249,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         from crossmodal.experiment.plan import plan_runs, plan_text
 
         records = args.records or str(Path(args.results) / "runs")
-        print(plan_text(*plan_runs(folders, overrides, seeds, rows, args.out, records)))
+        print(plan_text(plan_runs(folders, overrides, seeds, rows, args.out, records)))
         return 0
     failed = 0
     for folder in folders:

@@ -33,6 +33,9 @@ class RunResult:
     best_checkpoint: Path | None
     metrics: dict[str, Any] | None
     prepare_s: float = 0.0  # checking (and building) the data and caches: a one-off cost, not training
+    # A resumed run's parts before this process, to their last checkpoint (crossmodal.clock).
+    earlier_s: float = 0.0
+    earlier_thread_s: float = 0.0
 
 
 # ---------------------------------------------------------------------- run folders
@@ -244,8 +247,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_loggers: bool = True) -> 
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from crossmodal.clock import TrainingClock
+
     t = cfg.trainer
-    callbacks: list[Any] = []
+    callbacks: list[Any] = [TrainingClock()]
     has_val = cfg.data.val_fraction > 0
     callbacks.append(
         ModelCheckpoint(
@@ -313,6 +318,7 @@ def train(cfg: DictConfig) -> RunResult:
     """Fit, then evaluate the best checkpoint on the test split and write the reports."""
     import lightning as L
 
+    from crossmodal.clock import TrainingClock
     from crossmodal.module import CrossmodalModule
 
     if not cfg.name:
@@ -355,7 +361,9 @@ def train(cfg: DictConfig) -> RunResult:
         # The test split is evaluated once, on one device, so every sample counts exactly once
         # (a distributed sampler would pad the split to a multiple of the world size).
         metrics = evaluate_checkpoint(best, cfg, run_dir)
-    return RunResult(run_dir, Path(best) if best else None, metrics, prepare_s)
+    (clock,) = [c for c in trainer.callbacks if isinstance(c, TrainingClock)]
+    return RunResult(run_dir, Path(best) if best else None, metrics, prepare_s, clock.earlier_fit_s,
+                     clock.earlier_thread_s)
 
 
 def _leave_process_group() -> None:

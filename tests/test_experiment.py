@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from crossmodal.cli import main
 from crossmodal.errors import ConfigError
@@ -89,10 +90,15 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(miniature, tiny_data, 
     record = Path(first.run_dir) / "run.json"
     record.unlink()  # as if the process died after the last checkpoint, before the records
     (tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json").unlink()
+    clock = torch.load(Path(first.run_dir) / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["TrainingClock"]
     (second,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
     assert second.status == "done" and second.run_dir == first.run_dir
-    assert json.loads(record.read_text())["resumed"] is True
-    assert json.loads(record.read_text())["torch_threads"] == 1  # the single_thread fixture's
+    info = json.loads(record.read_text())
+    assert info["resumed"] is True and second.resumed
+    assert info["torch_threads"] == 1  # the single_thread fixture's
+    # Its cost includes the interrupted part, to that part's last checkpoint (crossmodal.clock).
+    assert 0.0 < clock["fit_s"] < info["wall_s"] and clock["thread_s"] == pytest.approx(clock["fit_s"])
+    assert info["thread_s"] == pytest.approx(info["wall_s"])
     assert 0.0 <= json.loads(record.read_text())["prepare_s"]  # data and caches, timed apart from wall_s
 
 
@@ -375,8 +381,10 @@ def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniatur
     (twin / "experiment.yaml").write_text('title: twin\nreference: none\nseeds: [0]\n'
                                           'rows: [{name: s4_again, label: "S4 again", config: ../mini/s4.yaml}]\n')
     overrides = [*tiny_data, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
-    planned, total = plan_runs([miniature, twin], overrides, seeds=[0, 1], out_dir=tmp_path / "runs",
-                               records_dir=tmp_path / "results" / "runs")
+    plan = plan_runs([miniature, twin], overrides, seeds=[0, 1], out_dir=tmp_path / "runs",
+                     records_dir=tmp_path / "results" / "runs")
+    planned, total = plan.planned, plan.total
+    assert plan.finished_cost_s == first.thread_s == first.cost_s > 0.0
     items = [p.item for p in planned]
     assert items == [f"{miniature}:broken:0", f"{miniature}:s4:0", f"{miniature}:s1:1", f"{miniature}:broken:1",
                      f"{miniature}:s4:1"]
@@ -391,10 +399,15 @@ def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniatur
     record = tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json"
     shutil.move(Path(first.run_dir) / "run.json", tmp_path / "run.json")  # leave only the record
     record.write_text(json.dumps({**json.loads(record.read_text()), "torch_threads": 2}))
-    planned, _ = plan_runs([miniature], overrides, seeds=[1], rows=["s1"], out_dir=tmp_path / "runs",
-                           records_dir=tmp_path / "results" / "runs")
-    assert planned[0].estimate_s is None and "no finished run of crossmodal" in planned[0].basis
-    record.write_text(json.dumps({**json.loads(record.read_text()), "torch_threads": 1}))
+    (left,) = plan_runs([miniature], overrides, seeds=[1], rows=["s1"], out_dir=tmp_path / "runs",
+                        records_dir=tmp_path / "results" / "runs").planned
+    assert left.estimate_s is None and "no finished run of crossmodal" in left.basis
+    # Nor is a resumed run, whose parts may have had different thread counts.
+    record.write_text(json.dumps({**json.loads(record.read_text()), "torch_threads": 1, "resumed": True}))
+    (left,) = plan_runs([miniature], overrides, seeds=[1], rows=["s1"], out_dir=tmp_path / "runs",
+                        records_dir=tmp_path / "results" / "runs").planned
+    assert left.estimate_s is None
+    record.write_text(json.dumps({**json.loads(record.read_text()), "resumed": False}))
     shutil.move(tmp_path / "run.json", Path(first.run_dir) / "run.json")
 
     with pytest.raises(ConfigError) as excinfo:
@@ -406,14 +419,14 @@ def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniatur
     assert main(["experiment", str(miniature), "--plan", "--seeds", "0,1", "--out", str(tmp_path / "runs"),
                  "--results", str(tmp_path / "results"), *overrides]) == 0
     out = capsys.readouterr().out
-    assert "1 of 6 distinct runs finished; 5 to train:" in out and f"{miniature}:s1:1" in out
+    assert "1 of 6 distinct runs finished (0m" in out and "of one thread); 5 to train:" in out and f"{miniature}:s1:1" in out
     assert "1 without an estimate" not in out and "4 without an estimate" in out
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
 
     # An interrupted run (its last checkpoint, no run.json) is listed as resuming.
     (Path(first.run_dir) / "run.json").unlink()
     (tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json").unlink()
-    planned, _ = plan_runs([miniature], overrides, out_dir=tmp_path / "runs", records_dir=tmp_path / "results" / "runs")
+    planned = plan_runs([miniature], overrides, out_dir=tmp_path / "runs", records_dir=tmp_path / "results" / "runs").planned
     assert [(p.row, p.resumable) for p in planned] == [("s1", True), ("broken", False), ("s4", False)]
 
 

@@ -36,6 +36,13 @@ class Planned:
         return f"{self.folder}:{self.row}:{self.seed}"
 
 
+@dataclass
+class Plan:
+    planned: list[Planned]  # the runs left, in the runner's order
+    total: int  # distinct runs in the experiments
+    finished_cost_s: float  # the finished runs' cost in time of one thread (Outcome.cost_s)
+
+
 def _median(walls: list[float]) -> float | None:
     return statistics.median(walls) if walls else None
 
@@ -49,15 +56,16 @@ def _kind(cfg) -> str:
 
 def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = None, seeds: list[int] | None = None,
               rows: list[str] | None = None, out_dir: str | os.PathLike = "runs/experiments",
-              records_dir: str | os.PathLike = "experiments/results/runs") -> tuple[list[Planned], int]:
-    """The unfinished runs of the experiments (in the runner's order: seed by seed) and how many
-    distinct runs they hold in all. A run's estimate is the median wall time of its row's finished
-    seeds, else of the finished runs of the same model and length in these experiments; wall times
-    are those of the machines that trained them, and only of runs with one torch thread."""
+              records_dir: str | os.PathLike = "experiments/results/runs") -> Plan:
+    """The unfinished runs of the experiments (in the runner's order: seed by seed), how many
+    distinct runs they hold in all, and what the finished ones cost. A run's estimate is the median
+    wall time of its row's finished seeds, else of the finished runs of the same model and length in
+    these experiments; wall times are those of the machines that trained them, and only of runs
+    trained in one process with one torch thread."""
     overrides, records, out = list(overrides or []), Path(records_dir), Path(out_dir)
     by_row: dict[tuple[str, str], list[float]] = {}
     by_kind: dict[str, list[float]] = {}
-    pending, seen, names = [], set(), set()
+    pending, seen, names, cost = [], set(), set(), 0.0
     for folder in folders:
         exp = load_experiment(folder)
         names |= {r.name for r in exp.rows}
@@ -74,9 +82,12 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
                 done = finished_outcome(row, seed, out / key, records)
                 if done is None or done.status not in FINISHED:
                     pending.append((folder, row.name, seed, key, _kind(cfg)))
+                    continue
+                cost += done.cost_s or 0.0
                 # The plan is in time of one thread; a 2-thread run's wall time is neither half nor
-                # all of that (2 threads ran S1 2.2x faster than 1 thread beside another run).
-                elif done.wall_s is not None and done.threads == 1:
+                # all of that (2 threads ran S1 2.2x faster than 1 thread beside another run), and a
+                # resumed run's parts may have had different thread counts.
+                if done.wall_s is not None and done.threads == 1 and not done.resumed:
                     by_row.setdefault((folder, row.name), []).append(done.wall_s)
                     by_kind.setdefault(_kind(cfg), []).append(done.wall_s)
     unknown = sorted(set(rows or ()) - names)
@@ -89,12 +100,14 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
                  f"median of {len(alike)} finished run(s) of {kind}" if alike else f"no finished run of {kind}")
         planned.append(Planned(folder, name, seed, key, _median(own) or _median(alike), basis,
                                (out / key / "checkpoints" / "last.ckpt").is_file()))
-    return planned, len(seen)
+    return Plan(planned, len(seen), cost)
 
 
-def plan_text(planned: list[Planned], total: int) -> str:
+def plan_text(plan: Plan) -> str:
     """The plan as printed by ``python -m crossmodal experiment ... --plan``."""
-    lines = [f"{total - len(planned)} of {total} distinct runs finished; {len(planned)} to train:"]
+    planned, total = plan.planned, plan.total
+    lines = [f"{total - len(planned)} of {total} distinct runs finished ({duration(plan.finished_cost_s)} of one "
+             f"thread); {len(planned)} to train:"]
     width = max((len(p.item) for p in planned), default=0)
     for p in planned:
         resumed = ", resumes from its last checkpoint" if p.resumable else ""

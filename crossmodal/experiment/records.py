@@ -41,6 +41,15 @@ class Outcome:
     commit: str = ""  # the framework's git commit that trained it (run.json)
     train_epe: float | None = None  # EPE (mm) on its first TRAIN_FRAMES training frames (fit_check)
     threads: int = 1  # torch threads it trained with (records before 2026-12-03 lack it: they had 1)
+    resumed: bool = False  # trained in more than one process (its wall time may mix thread counts)
+    thread_s: float | None = None  # its cost in time of one thread, all parts (records before 2026-12-03 lack it)
+
+    @property
+    def cost_s(self) -> float | None:
+        """Time of one thread: ``thread_s``, else (older records) ``wall_s`` x ``threads``."""
+        if self.thread_s is not None:
+            return self.thread_s
+        return None if self.wall_s is None else self.wall_s * self.threads
 
 
 #: Written by the runner itself: a table rewritten beside them is still from a clean checkout.
@@ -70,7 +79,7 @@ def finished_outcome(row: Row, seed: int, run_dir: Path, records: Path | None = 
         info = json.loads(done.read_text())
         return Outcome(row.name, seed, "reused", str(run_dir), info.get("wall_s"), info["metrics"],
                        validation_curve(run_dir), lr_curve(run_dir), commit=info.get("git_commit", ""),
-                       train_epe=info.get("train_epe_mean"), threads=info.get("torch_threads", 1))
+                       train_epe=info.get("train_epe_mean"), **_bookkeeping(info))
     path = record_path(records, run_dir) if records is not None else None
     if path is None or not path.is_file():
         return None
@@ -84,7 +93,12 @@ def finished_outcome(row: Row, seed: int, run_dir: Path, records: Path | None = 
                           f"pck, thresholds; missing {missing or 'metrics'}; delete it to retrain the run")
     return Outcome(row.name, seed, "recorded", str(run_dir), info["wall_s"], info["metrics"], info["val_curve"],
                    info["lr_curve"], commit=info["git_commit"], train_epe=info.get("train_epe_mean"),
-                   threads=info.get("torch_threads", 1))
+                   **_bookkeeping(info))
+
+
+def _bookkeeping(info: dict[str, Any]) -> dict[str, Any]:
+    return {"threads": info.get("torch_threads", 1), "resumed": bool(info.get("resumed", False)),
+            "thread_s": info.get("thread_s")}
 
 
 def record_path(records: Path, run_dir: Path) -> Path:

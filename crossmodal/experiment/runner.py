@@ -46,23 +46,26 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         result = train(cfg)
         # A row's first run builds its cache (18 min for 32000 frames): a one-off cost, not the
         # row's training time, so it is kept apart as prepare_s.
-        wall = time.perf_counter() - start - result.prepare_s
+        part = time.perf_counter() - start - result.prepare_s
+        # A resumed run's cost includes its interrupted parts, which may have had other thread counts.
+        wall, thread_s = result.earlier_s + part, result.earlier_thread_s + part * torch.get_num_threads()
         if result.metrics is None:
             raise CrossmodalError("training produced no checkpoint to evaluate")
         metrics = {k: result.metrics[k] for k in (*SUMMARY, "thresholds", "pck", "num_samples")}
         metrics = json.loads(json.dumps(metrics, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
         train_epe = training_frames_epe(result.best_checkpoint)
         commit = git_commit()
-        # wall_s x torch_threads is the run's cost in thread time: campaigns mix 1- and 2-thread runs.
-        # prepare_s (data and caches) is not in wall_s.
+        # thread_s is the run's cost in time of one thread: campaigns mix 1- and 2-thread runs.
+        # torch_threads is this process's. prepare_s (data and caches) is in neither wall_s nor thread_s.
         atomic_write_text(run_dir / "run.json", json.dumps({
             "experiment": exp.name, "row": row.name, "seed": seed, "wall_s": wall, "resumed": cfg.resume == "true",
             "git_commit": commit, "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "metrics": metrics, "train_epe_mean": train_epe, "train_frames": TRAIN_FRAMES,
-            "torch_threads": torch.get_num_threads(), "prepare_s": result.prepare_s,
+            "torch_threads": torch.get_num_threads(), "thread_s": thread_s, "prepare_s": result.prepare_s,
         }, indent=2) + "\n")
         outcome = Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir),
-                          lr_curve(run_dir), commit=commit, train_epe=train_epe, threads=torch.get_num_threads())
+                          lr_curve(run_dir), commit=commit, train_epe=train_epe, threads=torch.get_num_threads(),
+                          resumed=cfg.resume == "true", thread_s=thread_s)
         if records is not None:
             write_record(records, outcome)
         return outcome
