@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,15 +91,22 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(miniature, tiny_data, 
     record = Path(first.run_dir) / "run.json"
     record.unlink()  # as if the process died after the last checkpoint, before the records
     (tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json").unlink()
-    clock = torch.load(Path(first.run_dir) / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]["TrainingClock"]
+    # The interrupted part's clock, as if it had run 1000 s at 2 threads (crossmodal.clock).
+    last = Path(first.run_dir) / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["callbacks"]["TrainingClock"]["fit_s"] > 0.0
+    ckpt["callbacks"]["TrainingClock"] = {"fit_s": 1000.0, "thread_s": 2000.0}
+    torch.save(ckpt, last)
+    start = time.perf_counter()
     (second,) = run(miniature, tiny_data, tmp_path, rows=["s1"])
+    elapsed = time.perf_counter() - start
     assert second.status == "done" and second.run_dir == first.run_dir
     info = json.loads(record.read_text())
     assert info["resumed"] is True and second.resumed
     assert info["torch_threads"] == 1  # the single_thread fixture's
-    # Its cost includes the interrupted part, to that part's last checkpoint (crossmodal.clock).
-    assert 0.0 < clock["fit_s"] < info["wall_s"] and clock["thread_s"] == pytest.approx(clock["fit_s"])
-    assert info["thread_s"] == pytest.approx(info["wall_s"])
+    # Its cost includes the interrupted part; this part ran at one thread.
+    part = info["wall_s"] - 1000.0
+    assert 0.0 < part < elapsed and info["thread_s"] == pytest.approx(2000.0 + part)
     assert 0.0 <= json.loads(record.read_text())["prepare_s"]  # data and caches, timed apart from wall_s
 
 

@@ -183,7 +183,8 @@ def test_train_eval_and_resume_at_same_step(tiny_data, tmp_path, capsys):
     assert main(["train", *common, "trainer.max_epochs=2", "resume=true"]) == 0
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 8 and resumed["epoch"] == 1
-    # The training clock went on from the first part's reading (crossmodal.clock).
+    # The training clock went on from the first part's reading (crossmodal.clock; the runner's
+    # resume test plants a reading to check the sum).
     assert 0.0 < first["callbacks"]["TrainingClock"]["fit_s"] < resumed["callbacks"]["TrainingClock"]["fit_s"]
     adam_steps = {int(s["step"]) for s in resumed["optimizer_states"][0]["state"].values()}
     assert adam_steps == {8}  # the optimizer state continued, not restarted

@@ -40,7 +40,8 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         if finished is not None:
             return finished
         cfg.out_dir, cfg.name = str(out_dir), run_dir.name
-        if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        resumed = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        if resumed:
             cfg.resume = "true"  # interrupted earlier: go on from the last finished epoch
         start = time.perf_counter()
         result = train(cfg)
@@ -58,14 +59,14 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         # thread_s is the run's cost in time of one thread: campaigns mix 1- and 2-thread runs.
         # torch_threads is this process's. prepare_s (data and caches) is in neither wall_s nor thread_s.
         atomic_write_text(run_dir / "run.json", json.dumps({
-            "experiment": exp.name, "row": row.name, "seed": seed, "wall_s": wall, "resumed": cfg.resume == "true",
+            "experiment": exp.name, "row": row.name, "seed": seed, "wall_s": wall, "resumed": resumed,
             "git_commit": commit, "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "metrics": metrics, "train_epe_mean": train_epe, "train_frames": TRAIN_FRAMES,
             "torch_threads": torch.get_num_threads(), "thread_s": thread_s, "prepare_s": result.prepare_s,
         }, indent=2) + "\n")
         outcome = Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir),
                           lr_curve(run_dir), commit=commit, train_epe=train_epe, threads=torch.get_num_threads(),
-                          resumed=cfg.resume == "true", thread_s=thread_s)
+                          resumed=resumed, thread_s=thread_s)
         if records is not None:
             write_record(records, outcome)
         return outcome
