@@ -12,8 +12,9 @@
 # experiments/results/runs/ (commit it), and the tables to a scratch folder: rewrite the real ones
 # here with `python -m crossmodal experiment <folder> --tables-only`; `... --plan` lists the items
 # left, with estimated times. --after PID waits for a
-# process (a run of another queue) to end first. The worktree is moved to HEAD only when no queue
-# uses it: a running process imports modules lazily from it.
+# process (a run of another queue) to end first. The worktree is moved to HEAD only when no process
+# works in it (a running one imports modules lazily from it); a queue that finds it busy at another
+# commit trains from a worktree of its own ($CAMPAIGN_DIR-<commit>), removed when the queue ends.
 # bash reads this file as it runs: while a queue runs, replace the file (write a copy, mv it over)
 # instead of editing it in place, or the queue reads the edit at its old offset when it ends.
 set -euo pipefail
@@ -37,17 +38,29 @@ COMMIT=$(git rev-parse HEAD)
 if [ -n "$AFTER" ]; then
     while kill -0 "$AFTER" 2>/dev/null; do sleep "${CAMPAIGN_POLL_S:-15}"; done
 fi
-if [ ! -e "$CAMPAIGN_DIR/.git" ]; then
-    git worktree add --detach "$CAMPAIGN_DIR" "$COMMIT"
-elif ! pgrep -f "crossmodal experiment .*--records $MAIN/experiments/results/runs" >/dev/null; then
-    git -C "$CAMPAIGN_DIR" checkout -q --detach "$COMMIT"
+in_use() {  # does a process (a queue, or the run it started) work in this folder?
+    local dir p
+    dir=$(cd "$1" && pwd -P)
+    for p in /proc/[0-9]*; do
+        [ "$(readlink "$p/cwd" 2>/dev/null)" = "$dir" ] && return 0
+    done
+    return 1
+}
+WORKTREE=$CAMPAIGN_DIR OWN=
+if [ -e "$WORKTREE/.git" ] && in_use "$WORKTREE" && [ "$(git -C "$WORKTREE" rev-parse HEAD)" != "$COMMIT" ]; then
+    WORKTREE=$CAMPAIGN_DIR-${COMMIT:0:7} OWN=1
+fi
+if [ ! -e "$WORKTREE/.git" ]; then
+    git worktree add -q --detach "$WORKTREE" "$COMMIT"
+elif ! in_use "$WORKTREE"; then
+    git -C "$WORKTREE" checkout -q --detach "$COMMIT"
 fi
 mkdir -p data runs
-ln -sfn "$MAIN/data" "$CAMPAIGN_DIR/data"
-ln -sfn "$MAIN/runs" "$CAMPAIGN_DIR/runs"
-echo "campaign: $(git -C "$CAMPAIGN_DIR" rev-parse --short HEAD) in $CAMPAIGN_DIR"
-cd "$CAMPAIGN_DIR"
-export OMP_NUM_THREADS=${CAMPAIGN_THREADS:-1} PYTHONPATH=$CAMPAIGN_DIR
+ln -sfn "$MAIN/data" "$WORKTREE/data"
+ln -sfn "$MAIN/runs" "$WORKTREE/runs"
+echo "campaign: $(git -C "$WORKTREE" rev-parse --short HEAD) in $WORKTREE"
+cd "$WORKTREE"
+export OMP_NUM_THREADS=${CAMPAIGN_THREADS:-1} PYTHONPATH=$WORKTREE
 for item in "$@"; do
     IFS=: read -r folder row seed <<< "$item"
     echo "=== $(date '+%F %T') $item"
@@ -56,3 +69,9 @@ for item in "$@"; do
         --results "$MAIN/runs/campaign-tables" --records "$MAIN/experiments/results/runs" trainer.progress=false || rc=$?
     echo "=== $(date '+%F %T') done (exit $rc) $item"
 done
+cd "$MAIN"
+# A queue's own worktree goes when it is done, unless another queue of the same commit still uses it.
+if [ -n "$OWN" ] && ! in_use "$WORKTREE"; then
+    git worktree remove --force "$WORKTREE"
+    echo "campaign: removed $WORKTREE"
+fi

@@ -464,12 +464,11 @@ def test_commit_is_dirty_for_code_changes_not_for_rewritten_results(tmp_path):
     assert git_commit(tmp_path / "code") == clean + "+dirty"
 
 
-def test_campaign_queue_checks_its_items_and_trains_the_commit_it_was_started_on(tmp_path):
-    """scripts/campaign.sh on a scratch repository: bad items and uncommitted edits are refused at
-    once, and a queue told to wait (--after) trains the commit it was started on, not one made
-    while it waited."""
+def _scratch_campaign(tmp_path):
+    """A scratch repository with scripts/campaign.sh and one experiment folder, committed; returns
+    the repository, the queue's default worktree, a git runner and a queue starter. Items fail
+    at once when they start (there is no .venv), which is all these tests need."""
     import subprocess
-    import time
 
     repo, worktree = tmp_path / "repo", tmp_path / "campaign"
     (repo / "scripts").mkdir(parents=True)
@@ -477,8 +476,8 @@ def test_campaign_queue_checks_its_items_and_trains_the_commit_it_was_started_on
     shutil.copy(ROOT / "scripts" / "campaign.sh", repo / "scripts" / "campaign.sh")
     (repo / "exp" / "experiment.yaml").write_text("title: x\n")
 
-    def git(*args):
-        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True,
+    def git(*args, cwd=repo):
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd, check=True,
                               capture_output=True, text=True).stdout.strip()
 
     def queue(*items):
@@ -488,6 +487,17 @@ def test_campaign_queue_checks_its_items_and_trains_the_commit_it_was_started_on
     git("init", "-q")
     git("add", ".")
     git("commit", "-qm", "first")
+    return repo, worktree, git, queue
+
+
+def test_campaign_queue_checks_its_items_and_trains_the_commit_it_was_started_on(tmp_path):
+    """scripts/campaign.sh on a scratch repository: bad items and uncommitted edits are refused at
+    once, and a queue told to wait (--after) trains the commit it was started on, not one made
+    while it waited."""
+    import subprocess
+    import time
+
+    repo, worktree, git, queue = _scratch_campaign(tmp_path)
     first = git("rev-parse", "HEAD")
     bad = queue("exp:row")
     assert bad.wait(30) == 2 and "expected <experiment folder>:<row>:<seed>" in bad.stdout.read()
@@ -505,4 +515,38 @@ def test_campaign_queue_checks_its_items_and_trains_the_commit_it_was_started_on
     waiting.wait(60)
     out = waiting.stdout.read()
     assert f"campaign: {first[:7]}" in out and "=== " in out  # it went on to the item (no .venv here: it fails)
-    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=worktree, capture_output=True, text=True).stdout.strip() == first
+    assert git("rev-parse", "HEAD", cwd=worktree) == first
+
+
+def test_campaign_queue_leaves_a_busy_worktree_alone_and_trains_from_its_own(tmp_path):
+    """A queue started while another one runs in the shared worktree at an older commit must not
+    move that worktree (the running process imports modules from it): it trains its own commit
+    in a worktree of its own, removed at its end without touching the shared data/ and runs/.
+    Once the worktree is free, the next queue moves it."""
+    import subprocess
+
+    repo, worktree, git, queue = _scratch_campaign(tmp_path)
+    first = git("rev-parse", "HEAD")
+    assert queue("exp:row:0").wait(60) == 0 and git("rev-parse", "HEAD", cwd=worktree) == first
+    (repo / "runs").mkdir(exist_ok=True)
+    (repo / "runs" / "kept").write_text("a finished run\n")
+    git("commit", "-q", "--allow-empty", "-m", "second")
+    second = git("rev-parse", "HEAD")
+
+    running = subprocess.Popen(["sleep", "60"], cwd=worktree)  # stands for the other queue's run
+    try:
+        late = queue("exp:row:0")
+        assert late.wait(60) == 0
+        out = late.stdout.read()
+    finally:
+        running.kill()
+        running.wait()
+    own = tmp_path / f"campaign-{second[:7]}"
+    assert f"campaign: {second[:7]} in {own}" in out and f"campaign: removed {own}" in out
+    assert git("rev-parse", "HEAD", cwd=worktree) == first
+    assert not own.exists() and str(own) not in git("worktree", "list")
+    assert (repo / "runs" / "kept").read_text() == "a finished run\n"
+
+    free = queue("exp:row:0")
+    assert free.wait(60) == 0 and f"campaign: {second[:7]} in {worktree}" in free.stdout.read()
+    assert git("rev-parse", "HEAD", cwd=worktree) == second
