@@ -431,11 +431,38 @@ def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniatur
     assert "1 without an estimate" not in out and "4 without an estimate" in out
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
 
+    # An interrupted run is estimated for what it has left: here seed 1 of s1, stopped after its
+    # last checkpoint (seed 0's, at the end of its one epoch) and before its test. Partial
+    # fractions: test_trained_fraction_of_an_interrupted_run.
+    stopped = tmp_path / "runs" / by_item[f"{miniature}:s1:1"].key / "checkpoints" / "last.ckpt"
+    stopped.parent.mkdir(parents=True)
+    shutil.copy(Path(first.run_dir) / "checkpoints" / "last.ckpt", stopped)
+    (left,) = plan_runs([miniature], overrides, seeds=[0, 1], rows=["s1"], out_dir=tmp_path / "runs",
+                        records_dir=tmp_path / "results" / "runs").planned
+    assert left.item == f"{miniature}:s1:1" and left.resumable and left.trained == 1.0
+    assert left.estimate_s == 0.0 < first.wall_s and "less the 100% trained" in left.basis
+    shutil.rmtree(stopped.parents[1])
+
     # An interrupted run (its last checkpoint, no run.json) is listed as resuming.
     (Path(first.run_dir) / "run.json").unlink()
     (tmp_path / "results" / "runs" / f"{Path(first.run_dir).name}.json").unlink()
     planned = plan_runs([miniature], overrides, out_dir=tmp_path / "runs", records_dir=tmp_path / "results" / "runs").planned
-    assert [(p.row, p.resumable) for p in planned] == [("s1", True), ("broken", False), ("s4", False)]
+    assert [(p.row, p.resumable, p.trained) for p in planned] == [("s1", True, 1.0), ("broken", False, None),
+                                                                  ("s4", False, None)]
+
+
+@pytest.mark.parametrize("total, current, last, started, fraction", [
+    (3600, 900, True, 4, 3600 / 5400),  # saved at epoch 4's end (its validation runs before it completes)
+    (3150, 450, False, 4, 3150 / 5400),  # halfway through epoch 4: an epoch is 2700 / 3 batches
+    (450, 450, False, 1, None),  # halfway through the first epoch: its length is not known yet
+])
+def test_trained_fraction_of_an_interrupted_run(total, current, last, started, fraction):
+    from crossmodal.experiment.plan import trained_fraction
+
+    loops = {"epoch_loop.batch_progress": {"total": {"completed": total}, "current": {"completed": current},
+                                           "is_last_batch": last},
+             "epoch_progress": {"current": {"started": started}}}
+    assert trained_fraction(loops, max_epochs=6) == (None if fraction is None else pytest.approx(fraction))
 
 
 def test_commit_is_dirty_for_code_changes_not_for_rewritten_results(tmp_path):

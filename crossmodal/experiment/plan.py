@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from crossmodal.checkpoints import load_weights_only
 from crossmodal.errors import ConfigError
 from crossmodal.experiment.manifest import config_key, load_experiment, row_config
 from crossmodal.experiment.records import FINISHED, finished_outcome
@@ -27,9 +28,11 @@ class Planned:
     row: str
     seed: int
     key: str  # the run's hash: its folder under --out and its record's name
-    estimate_s: float | None  # median wall time of the row's finished seeds, else of runs of its kind
+    estimate_s: float | None  # median wall time of the row's finished seeds, else of runs of its kind,
+    # less the part an interrupted run has trained
     basis: str  # what the estimate rests on
     resumable: bool  # an interrupted run whose last checkpoint is here
+    trained: float | None = None  # the fraction of its batches a resumable run has trained, where known
 
     @property
     def item(self) -> str:
@@ -45,6 +48,29 @@ class Plan:
 
 def _median(walls: list[float]) -> float | None:
     return statistics.median(walls) if walls else None
+
+
+def trained_fraction(loops: dict, max_epochs: int) -> float | None:
+    """How much of its training an interrupted run has done, from its checkpoint's fit-loop
+    counters: batches trained over those of all its epochs. An epoch's length is known once one
+    epoch has been trained in full, so a run stopped in its first epoch gives None."""
+    batches = loops["epoch_loop.batch_progress"]
+    done, in_epoch = batches["total"]["completed"], batches["current"]["completed"]
+    if batches["is_last_batch"]:  # saved at the end-of-epoch validation: this epoch is whole
+        per_epoch = in_epoch
+    else:
+        whole = loops["epoch_progress"]["current"]["started"] - 1
+        if whole < 1:
+            return None
+        per_epoch = (done - in_epoch) / whole
+    return min(1.0, done / (per_epoch * max_epochs)) if per_epoch > 0 else None
+
+
+def _checkpoint_fraction(path: Path, max_epochs: int) -> float | None:
+    try:
+        return trained_fraction(load_weights_only(path)["loops"]["fit_loop"], max_epochs)
+    except (ConfigError, KeyError, TypeError):  # not a checkpoint of this trainer: plan it whole
+        return None
 
 
 def _kind(cfg) -> str:
@@ -81,7 +107,7 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
                 seen.add(key)
                 done = finished_outcome(row, seed, out / key, records)
                 if done is None or done.status not in FINISHED:
-                    pending.append((folder, row.name, seed, key, _kind(cfg)))
+                    pending.append((folder, row.name, seed, key, _kind(cfg), cfg.trainer.max_epochs))
                     continue
                 cost += done.cost_s or 0.0
                 # The plan is in time of one thread; a 2-thread run's wall time is neither half nor
@@ -94,12 +120,16 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
     if unknown:
         raise ConfigError(f"--rows: no row {unknown} in {', '.join(str(f) for f in folders)}")
     planned = []
-    for folder, name, seed, key, kind in pending:
+    for folder, name, seed, key, kind, max_epochs in pending:
         own, alike = by_row.get((folder, name), []), by_kind.get(kind, [])
         basis = (f"median of {len(own)} finished {name} run(s)" if own else
                  f"median of {len(alike)} finished run(s) of {kind}" if alike else f"no finished run of {kind}")
-        planned.append(Planned(folder, name, seed, key, _median(own) or _median(alike), basis,
-                               (out / key / "checkpoints" / "last.ckpt").is_file()))
+        estimate, last = _median(own) or _median(alike), out / key / "checkpoints" / "last.ckpt"
+        trained = _checkpoint_fraction(last, max_epochs) if last.is_file() else None
+        if estimate is not None and trained is not None:
+            # Work after the last checkpoint is redone on resume, so it does not count as done.
+            estimate, basis = estimate * (1.0 - trained), f"{basis}, less the {trained:.0%} trained"
+        planned.append(Planned(folder, name, seed, key, estimate, basis, last.is_file(), trained))
     return Plan(planned, len(seen), cost)
 
 
