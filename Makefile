@@ -18,11 +18,11 @@ CONFIG ?=
 ARGS ?=
 PYTEST_ARGS ?=
 # The paper's experiments run by `make experiments` (Table 2 needs the real datasets: add it
-# with EXPERIMENTS=experiments/table2 ARGS="data.root=..."). keypoint_stage, weak_share and
-# s3_alignment_weight are the diagnostics the results README cites; their rows that repeat a
-# Table 1 or Fig. 8 row are the same runs, trained once.
+# with EXPERIMENTS=experiments/table2 ARGS="data.root=..."). keypoint_stage, weak_share,
+# s3_alignment_weight and budget are the diagnostics the results README cites; their rows that
+# repeat a Table 1 or Fig. 8 row are the same runs, trained once.
 EXPERIMENTS ?= experiments/table1 experiments/fig5_viewcorrection experiments/fig8_weak experiments/keypoint_stage \
-	experiments/weak_share experiments/s3_alignment_weight
+	experiments/weak_share experiments/s3_alignment_weight experiments/budget
 # Runs trained at once, each with cores / JOBS threads. On 2 cores an S4 step took ~0.6 s at one thread beside
 # another run (the cpu-long campaign's logs) and 0.37 s alone with two (trainer_step.md): ~3.3 against 2.7 steps/s.
 # Not measured side by side.
@@ -36,7 +36,7 @@ $(error DATA=$(DATA) needs DATA_ROOT=<folder holding the dataset>, e.g. DATA_ROO
 endif
 endif
 
-.PHONY: help setup data train eval finder test bench gpu-check experiments clean
+.PHONY: help setup data train eval finder test bench gpu-check experiments plan clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ finder: $(STAMP)  ## train the hand finder (whole image -> hand box and side) th
 
 experiments: $(STAMP)  ## run every row of EXPERIMENTS (finished rows are reused), tables in experiments/results/
 	$(PY) -m crossmodal experiment $(EXPERIMENTS) --jobs $(JOBS) $(ARGS)
+
+plan: $(STAMP)  ## what `make experiments` has left to train, as scripts/campaign.sh items with estimated times
+	$(PY) -m crossmodal experiment $(EXPERIMENTS) --plan $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -335,6 +335,16 @@ def test_paper_experiments_resolve_under_both_profiles(name):
         assert {row_config(exp, row, 0, []).profile for row in exp.rows} == {"cpu-long"}
 
 
+def test_make_experiments_covers_every_cpu_experiment():
+    """`make experiments` and `make plan` are the campaign's one command: every shipped experiment
+    that runs on the synthetic hands is in the Makefile's EXPERIMENTS (Table 2 needs real data)."""
+    import re
+
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    (listed,) = re.findall(r"^EXPERIMENTS \?= (.*)$", text, flags=re.M)
+    assert sorted(Path(f).name for f in listed.split()) == [n for n in PAPER_EXPERIMENTS if n != "table2"]
+
+
 def test_shipped_experiments_share_runs_with_table1():
     """Rows that repeat a Table 1 row are the same run (one hash), so they train once."""
     table1 = load_experiment(ROOT / "experiments" / "table1")
@@ -430,6 +440,19 @@ def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniatur
     assert "1 of 6 distinct runs finished (0m" in out and "of one thread); 5 to train:" in out and f"{miniature}:s1:1" in out
     assert "1 without an estimate" not in out and "4 without an estimate" in out
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
+
+    # A model trained for another length: its epochs times the median epoch of its finished runs.
+    lengths = tmp_path / "lengths"
+    lengths.mkdir()
+    (lengths / "experiment.yaml").write_text(
+        'title: lengths\nreference: none\nseeds: [0]\nrows:\n'
+        '  - {name: one, label: "1 epoch", config: ../mini/s1.yaml, overrides: [trainer.max_epochs=1]}\n'
+        '  - {name: three, label: "3 epochs", config: ../mini/s1.yaml, overrides: [trainer.max_epochs=3]}\n')
+    plan = plan_runs([lengths], [o for o in overrides if not o.startswith("trainer.max_epochs")],
+                     out_dir=tmp_path / "runs", records_dir=tmp_path / "results" / "runs")
+    (three,) = plan.planned  # "one" is s1 itself, finished
+    assert three.row == "three" and three.estimate_s == pytest.approx(3 * first.wall_s)
+    assert "3 x the median epoch of 1 finished run(s) of crossmodal" in three.basis
 
     # An interrupted run is estimated for what it has left: here seed 1 of s1, stopped after its
     # last checkpoint (seed 0's, at the end of its one epoch) and before its test. Partial

@@ -29,7 +29,7 @@ class Planned:
     seed: int
     key: str  # the run's hash: its folder under --out and its record's name
     estimate_s: float | None  # median wall time of the row's finished seeds, else of runs of its kind,
-    # less the part an interrupted run has trained
+    # else of an epoch of its model's runs x its epochs; less the part an interrupted run has trained
     basis: str  # what the estimate rests on
     resumable: bool  # an interrupted run whose last checkpoint is here
     trained: float | None = None  # the fraction of its batches a resumable run has trained, where known
@@ -73,11 +73,14 @@ def _checkpoint_fraction(path: Path, max_epochs: int) -> float | None:
         return None
 
 
+def _model(cfg) -> str:
+    model = cfg.model
+    return f"{model.strategy} {'+'.join(model.encoders)}->{'+'.join(model.decoders)}"
+
+
 def _kind(cfg) -> str:
     """What a run's time depends on most: its model and its length (not its data's content)."""
-    model = cfg.model
-    return (f"{model.strategy} {'+'.join(model.encoders)}->{'+'.join(model.decoders)}, "
-            f"{cfg.trainer.max_epochs} epochs")
+    return f"{_model(cfg)}, {cfg.trainer.max_epochs} epochs"
 
 
 def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = None, seeds: list[int] | None = None,
@@ -86,11 +89,13 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
     """The unfinished runs of the experiments (in the runner's order: seed by seed), how many
     distinct runs they hold in all, and what the finished ones cost. A run's estimate is the median
     wall time of its row's finished seeds, else of the finished runs of the same model and length in
-    these experiments; wall times are those of the machines that trained them, and only of runs
-    trained in one process with one torch thread."""
+    these experiments, else its epochs times the median epoch of that model's runs of other lengths
+    (an epoch is one pass over the training frames, whatever the batch); wall times are those of
+    the machines that trained them, and only of runs trained in one process with one torch thread."""
     overrides, records, out = list(overrides or []), Path(records_dir), Path(out_dir)
     by_row: dict[tuple[str, str], list[float]] = {}
     by_kind: dict[str, list[float]] = {}
+    per_epoch: dict[str, list[float]] = {}  # by model: wall time of an epoch, one pass over the frames
     pending, seen, names, cost = [], set(), set(), 0.0
     for folder in folders:
         exp = load_experiment(folder)
@@ -107,7 +112,7 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
                 seen.add(key)
                 done = finished_outcome(row, seed, out / key, records)
                 if done is None or done.status not in FINISHED:
-                    pending.append((folder, row.name, seed, key, _kind(cfg), cfg.trainer.max_epochs))
+                    pending.append((folder, row.name, seed, key, cfg))
                     continue
                 cost += done.cost_s or 0.0
                 # The plan is in time of one thread; a 2-thread run's wall time is neither half nor
@@ -116,15 +121,23 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
                 if done.wall_s is not None and done.threads == 1 and not done.resumed:
                     by_row.setdefault((folder, row.name), []).append(done.wall_s)
                     by_kind.setdefault(_kind(cfg), []).append(done.wall_s)
+                    per_epoch.setdefault(_model(cfg), []).append(done.wall_s / cfg.trainer.max_epochs)
     unknown = sorted(set(rows or ()) - names)
     if unknown:
         raise ConfigError(f"--rows: no row {unknown} in {', '.join(str(f) for f in folders)}")
     planned = []
-    for folder, name, seed, key, kind, max_epochs in pending:
-        own, alike = by_row.get((folder, name), []), by_kind.get(kind, [])
-        basis = (f"median of {len(own)} finished {name} run(s)" if own else
-                 f"median of {len(alike)} finished run(s) of {kind}" if alike else f"no finished run of {kind}")
-        estimate, last = _median(own) or _median(alike), out / key / "checkpoints" / "last.ckpt"
+    for folder, name, seed, key, cfg in pending:
+        kind, max_epochs = _kind(cfg), cfg.trainer.max_epochs
+        own, alike, epochs = by_row.get((folder, name), []), by_kind.get(kind, []), per_epoch.get(_model(cfg), [])
+        if own or alike:
+            estimate = _median(own) or _median(alike)
+            basis = f"median of {len(own)} finished {name} run(s)" if own else f"median of {len(alike)} finished run(s) of {kind}"
+        elif epochs:  # the same model trained for another length: time goes with the passes over the frames
+            estimate = _median(epochs) * max_epochs
+            basis = f"{max_epochs} x the median epoch of {len(epochs)} finished run(s) of {_model(cfg)}"
+        else:
+            estimate, basis = None, f"no finished run of {kind}"
+        last = out / key / "checkpoints" / "last.ckpt"
         trained = _checkpoint_fraction(last, max_epochs) if last.is_file() else None
         if estimate is not None and trained is not None:
             # Work after the last checkpoint is redone on resume, so it does not count as done.
