@@ -14,7 +14,8 @@
 # left, with estimated times. --after PID waits for a
 # process (a run of another queue) to end first. The worktree is moved to HEAD only when no process
 # works in it (a running one imports modules lazily from it); a queue that finds it busy at another
-# commit trains from a worktree of its own ($CAMPAIGN_DIR-<commit>), removed when the queue ends.
+# commit trains from a worktree of its own ($CAMPAIGN_DIR-<commit>), removed when the queue ends
+# (or, if the queue was killed, by the next queue).
 # bash reads this file as it runs: while a queue runs, replace the file (write a copy, mv it over)
 # instead of editing it in place, or the queue reads the edit at its old offset when it ends.
 set -euo pipefail
@@ -50,6 +51,12 @@ WORKTREE=$CAMPAIGN_DIR OWN=
 if [ -e "$WORKTREE/.git" ] && in_use "$WORKTREE" && [ "$(git -C "$WORKTREE" rev-parse HEAD)" != "$COMMIT" ]; then
     WORKTREE=$CAMPAIGN_DIR-${COMMIT:0:7} OWN=1
 fi
+# A queue killed at a session's end leaves its own worktree behind: clear those no process uses.
+for stale in "$CAMPAIGN_DIR"-*; do
+    if [ -e "$stale/.git" ] && [ "$stale" != "$WORKTREE" ] && ! in_use "$stale"; then
+        git worktree remove --force "$stale" && echo "campaign: removed $stale, left by a queue that was stopped"
+    fi
+done
 if [ ! -e "$WORKTREE/.git" ]; then
     git worktree add -q --detach "$WORKTREE" "$COMMIT"
 elif ! in_use "$WORKTREE"; then

@@ -572,7 +572,7 @@ def test_campaign_queue_leaves_a_busy_worktree_alone_and_trains_from_its_own(tmp
     """A queue started while another one runs in the shared worktree at an older commit must not
     move that worktree (the running process imports modules from it): it trains its own commit
     in a worktree of its own, removed at its end without touching the shared data/ and runs/.
-    Once the worktree is free, the next queue moves it."""
+    Once the worktree is free, the next queue moves it, and clears a stopped queue's own worktree."""
     import subprocess
 
     repo, worktree, git, queue = _scratch_campaign(tmp_path)
@@ -597,6 +597,11 @@ def test_campaign_queue_leaves_a_busy_worktree_alone_and_trains_from_its_own(tmp
     assert not own.exists() and str(own) not in git("worktree", "list")
     assert (repo / "runs" / "kept").read_text() == "a finished run\n"
 
+    # A queue killed at a session's end leaves its own worktree: the next queue clears it.
+    left = tmp_path / f"campaign-{first[:7]}"
+    git("worktree", "add", "-q", "--detach", str(left), first)
     free = queue("exp:row:0")
-    assert free.wait(60) == 0 and f"campaign: {second[:7]} in {worktree}" in free.stdout.read()
-    assert git("rev-parse", "HEAD", cwd=worktree) == second
+    assert free.wait(60) == 0
+    out = free.stdout.read()
+    assert f"campaign: {second[:7]} in {worktree}" in out and f"campaign: removed {left}, left by a queue" in out
+    assert git("rev-parse", "HEAD", cwd=worktree) == second and not left.exists()
