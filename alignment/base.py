@@ -110,6 +110,11 @@ class Strategy(nn.Module):
 
     # ------------------------------------------------------------------ shared pieces
 
+    @property
+    def posterior_keys(self) -> tuple[str, ...]:
+        """The inputs whose own q(z|input) the loss trains: what can be encoded alone and decoded."""
+        return tuple(self.encoders)
+
     def encode(self, key: str, batch: Mapping[str, Tensor]) -> tuple[DiagonalGaussian, dict[str, Tensor]]:
         """q(z|.) of encoder ``key`` and its auxiliary loss terms, named ``<key>/<term>``."""
         q, aux = self.encoders[key].encode(batch, presence(batch, "pose"))

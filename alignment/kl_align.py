@@ -34,6 +34,11 @@ class KLAlignment(Strategy):
         )
         self.beta_prime = float(cfg.beta_prime)
 
+    @property
+    def posterior_keys(self) -> tuple[str, ...]:
+        # The cloud encoder lends only its backbone to the joint encoder; its own heads stay untrained.
+        return ("image",)
+
     def losses(self, batch: Mapping[str, Tensor], beta: float) -> dict[str, Tensor]:
         everyone = presence(batch, "image")
         with_cloud = presence(batch, "cloud")

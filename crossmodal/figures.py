@@ -11,7 +11,9 @@
 * ``generation_prior.png``: cross-modal generation, z drawn from the prior N(0, I) and
   decoded by every decoder side by side (pose, heatmaps, cloud).
 * ``generation_from_<modality>.png``: the same from the encoding of another modality
-  (z = mu of q(z|cloud), or q(z|pose) when the model has a pose encoder), next to that input.
+  (z = mu of q(z|cloud), or q(z|pose) when the model has a pose encoder), next to that input;
+  only for a modality whose own posterior the strategy trains (``posterior_keys``: S4's cloud,
+  not S3's, whose cloud encoder only feeds the joint encoder).
 
 Poses and clouds are drawn in the crop camera, root-relative and normalised (bone 12->11 = 1),
 as the model predicts them. The test split is the checkpoint's own data config, with
@@ -31,22 +33,27 @@ from crossmodal.predict import InferenceModel, load_model
 NORMALISED = "normalised units"
 
 
-def load_test_samples(model: InferenceModel, count: int, overrides: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """The first ``count`` samples of the checkpoint's test split as numpy arrays (image uint8 NHWC)."""
+def load_samples(model: InferenceModel, count: int, overrides: Sequence[str] = (), split: str = "test",
+                 asked_by: str = "--samples / --pair") -> dict[str, np.ndarray]:
+    """The first ``count`` samples of the checkpoint's ``split`` ("test" or "val") as numpy arrays
+    (image uint8 NHWC; scale: the bone length 12->11 in metres)."""
     import torch
 
     from crossmodal.config import with_overrides
     from crossmodal.train import build_datamodule
 
+    if split not in ("test", "val"):
+        raise ConfigError(f"split: expected 'test' or 'val', got {split!r}")
     cfg = with_overrides(model.config.copy(), list(overrides))
     datamodule = build_datamodule(cfg)
     datamodule.prepare_data()
-    datamodule.setup("test")
-    dataset = datamodule.datasets["test"]
+    datamodule.setup("test" if split == "test" else "validate")
+    dataset = datamodule.datasets[split]
     if count > len(dataset):
-        raise ConfigError(f"the test split has {len(dataset)} samples; {count} were asked for (--samples / --pair)")
+        raise ConfigError(f"the {split} split has {len(dataset)} samples; {count} were asked for ({asked_by})")
     items = [dataset[i] for i in range(count)]
-    batch = {key: torch.stack([item[key] for item in items]).numpy() for key in ("image", "pose", "cloud", "has_cloud")}
+    keys = ("image", "pose", "cloud", "has_cloud", "scale")
+    batch = {key: torch.stack([item[key] for item in items]).numpy() for key in keys}
     batch["image"] = np.round(batch["image"].transpose(0, 2, 3, 1) * 255.0).astype(np.uint8)
     return batch
 
@@ -199,7 +206,7 @@ def render_figures(
         raise ConfigError(f"--pair needs two different test indices >= 0, got {pair[0]},{pair[1]}")
     model = load_model(ckpt)
     out = Path(out) if out else default_out(ckpt)
-    data = load_test_samples(model, max(samples, max(pair) + 1), overrides)
+    data = load_samples(model, max(samples, max(pair) + 1), overrides)
     predicted = model.predict(data["image"])
     strategy = model.config.model.strategy
     written = []
@@ -218,7 +225,7 @@ def render_figures(
     plot_generation(model.decode(prior), out / "generation_prior.png",
                     f"{strategy}: z ~ N(0, I) (seed {seed}) decoded by every decoder")
     written.append(out / "generation_prior.png")
-    for key in (k for k in model.strategy.encoders if k in ("cloud", "pose")):
+    for key in (k for k in model.strategy.posterior_keys if k in ("cloud", "pose")):
         values = shown[key]
         plot_generation(model.decode(encode(model, key, values)), out / f"generation_from_{key}.png",
                         f"{strategy}: z = mu of q(z | {key}) of test samples, decoded by every decoder", (key, values))

@@ -12,7 +12,7 @@ import torch
 
 from crossmodal.cli import main
 from crossmodal.export import run_onnx
-from crossmodal.figures import load_test_samples
+from crossmodal.figures import load_samples
 from crossmodal.predict import load_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -28,7 +28,7 @@ def check_batches(model, run) -> None:
     """Random crops at two batch sizes (neither is the tracing batch) and the real test crops."""
     size = model.crop_size
     rng = np.random.default_rng(0)
-    real = load_test_samples(model, 3)["image"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    real = load_samples(model, 3)["image"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     for images in (rng.random((1, 3, size, size), dtype=np.float32), rng.random((5, 3, size, size), dtype=np.float32), real):
         ours, theirs = run(images), reference(model, images)
         assert set(ours) == {k for k in theirs if k in ("pose", "cloud")}

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from crossmodal.cli import main
-from crossmodal.figures import interpolate_latents, load_test_samples
+from crossmodal.figures import interpolate_latents, load_samples
 from crossmodal.predict import load_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -45,7 +45,7 @@ def test_figures_of_s1_have_no_decoded_cloud(tiny_checkpoints, tmp_path, capsys)
 
 def test_interpolation_runs_from_one_test_code_to_the_other(tiny_data, tiny_checkpoints):
     model = load_model(tiny_checkpoints["poe"])
-    samples = load_test_samples(model, 2)
+    samples = load_samples(model, 2)
     predicted = model.predict(samples["image"])
     codes, t = interpolate_latents(predicted["z"][0], predicted["z"][1], 5)
     np.testing.assert_allclose(t, [0, 0.25, 0.5, 0.75, 1])

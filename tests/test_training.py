@@ -67,6 +67,18 @@ def test_inference_needs_rgb_only(tiny_data, strategy):
     assert torch.equal(out["pose"], again["pose"])  # the mean of q(z|x): deterministic
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_posterior_keys_are_the_encoders_whose_own_heads_the_loss_trains(tiny_data, strategy):
+    """What figures and diagnostics may encode alone: an encoder whose mu head gets no gradient
+    (S3's cloud encoder, a backbone of the joint encoder) gives untrained codes."""
+    cfg, module = build(tiny_data, f"model.strategy={strategy}")
+    module.strategy.losses(first_batch(cfg, labeled=True), beta=1e-3)["loss"].backward()
+    trained = tuple(key for key, enc in module.strategy.encoders.items()
+                    if enc.mu_head.weight.grad is not None and torch.count_nonzero(enc.mu_head.weight.grad) > 0)
+    assert module.strategy.posterior_keys == trained
+    assert {"crossmodal": ("image",), "kl_align": ("image",), "poe": ("image", "cloud")}.get(strategy, trained) == trained
+
+
 @pytest.mark.parametrize("strategy", ["extended", "kl_align", "poe"])
 def test_unlabelled_batch_gives_no_pose_gradient(tiny_data, strategy):
     cfg, module = build(tiny_data, f"model.strategy={strategy}")
