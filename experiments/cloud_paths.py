@@ -24,6 +24,7 @@ two different frames' cloud codes lie apart, ||mu(cloud_i) - mu(cloud_i+1)||.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from crossmodal.errors import ConfigError
+from crossmodal.experiment.records import git_commit
 from crossmodal.figures import encode, load_samples
 from crossmodal.io import atomic_write_text
 from crossmodal.ops import chamfer_distance
@@ -92,7 +94,8 @@ def main() -> int:
     text = "\n".join([
         "# Clouds decoded from the image and from the cloud's own code",
         "",
-        f"- command: `PYTHONPATH=. python {' '.join(sys.argv)}`",
+        f"- command: `PYTHONPATH=. python {shlex.join(sys.argv)}`",
+        f"- git commit: `{git_commit()}`; the run folders' records are `experiments/results/runs/<run>.json`",
         f"- the first {args.frames} frames of the {args.split} split; Chamfer distance (paper Eq. 8, Euclidean,"
         " the two directions' mean nearest-point distances, summed) to the ground-truth cloud, in mm",
         "- anchor: the next frame's ground-truth cloud; code gap: mean ||mu(image) - mu(cloud)||, beside the mean"
