@@ -249,8 +249,10 @@ def test_an_isotropic_set_is_not_turned() -> None:
     np.testing.assert_array_equal(geometry.roll_upright(disc + 100.0), np.eye(3))
     stretched = square * np.array([1.0, 1.0 + 1e-3])  # anisotropy 1e-3, a hundred times the threshold
     R = geometry.roll_upright(stretched)
-    np.testing.assert_allclose(R, naive_roll_upright(stretched), atol=1e-9)
-    assert not np.allclose(R, np.eye(3))  # its long axis is v: turned onto image-up, a sign at most
+    # The grid is centrally symmetric, so which end of the axis is "ahead" is a rounding tie that
+    # another processor's BLAS or cosine may break the other way: the axis is compared up to sign.
+    np.testing.assert_allclose(np.abs(R), np.abs(naive_roll_upright(stretched)), atol=1e-9)
+    assert np.linalg.det(R) > 0 and not np.allclose(R, np.eye(3))  # its long axis v turned onto image-up
 
 
 def test_orient_turns_the_hand_upright_and_keeps_the_crop_centred() -> None:
