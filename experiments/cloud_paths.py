@@ -78,7 +78,6 @@ def main() -> int:
     parser.add_argument("--split", choices=("val", "test"), default="val")
     parser.add_argument("--out", default="experiments/results/cloud_paths.md")
     args = parser.parse_args()
-    torch.set_grad_enabled(False)
     rows = []
     for item in args.models:
         name, sep, where = item.partition("=")
@@ -87,7 +86,8 @@ def main() -> int:
         path = Path(where)
         ckpt = path if path.suffix == ".ckpt" else path / "checkpoints" / "best.ckpt"
         model = load_model(ckpt)
-        d = cloud_paths(model, load_samples(model, args.frames, split=args.split, asked_by="--frames"))
+        with torch.no_grad():  # a context, not a global switch: main() also runs inside the tests' process
+            d = cloud_paths(model, load_samples(model, args.frames, split=args.split, asked_by="--frames"))
         rows.append(f"| {name} | {_cell(d['image'], 2)} | {_cell(d.get('cloud'), 2)} | {_cell(d['anchor'], 2)} | "
                     f"{_cell(d.get('code_gap'), 2)} | {_cell(d.get('code_spread'), 2)} | `{ckpt}` |")
         print(rows[-1], flush=True)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 from crossmodal.config import load_config
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker a core: a second thread per worker would only contend.
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 #: Small but real: every module, the full data path, a few seconds per strategy.
 TINY_OVERRIDES = [
@@ -51,6 +57,15 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _autograd_left_on():
+    """A test that switches autograd off globally breaks whichever test its worker runs next."""
+    yield
+    if not torch.is_grad_enabled():
+        torch.set_grad_enabled(True)
+        pytest.fail("the test left autograd switched off (torch.set_grad_enabled(False) outside a context)")
 
 
 def raises_one_line(excinfo: pytest.ExceptionInfo, *fragments: str) -> None:
