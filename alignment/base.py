@@ -21,10 +21,13 @@ from torch import Tensor, nn
 
 from alignment.gaussian import DiagonalGaussian, kl_standard_normal
 from crossmodal.errors import ConfigError
-from crossmodal.registry import DECODERS, ENCODERS
+from crossmodal.registry import DECODERS, ENCODERS, POSE_LOSSES
 
 #: Which batch flag says that a key's data exists for a sample.
 PRESENCE_FLAG = {"image": None, "pose": "labeled", "heatmaps": "labeled", "cloud": "has_cloud"}
+#: A flag that adds samples: heatmaps are 2D labels, which the frames that keep only their 2D
+#: keypoints (``uv_only``, with ``data.unlabeled_2d``) have too.
+EXTRA_PRESENCE_FLAG = {"heatmaps": "uv_only"}
 
 
 def _options(section: Any, name: str) -> dict[str, Any]:
@@ -40,20 +43,24 @@ def _options(section: Any, name: str) -> dict[str, Any]:
 def build_module(registry: Any, name: str, latent_dim: int, options: dict[str, Any], key: str) -> nn.Module:
     """Build a registered module; an unknown option is a one-line error listing the valid ones."""
     cls = registry.get(name, key=key)
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "latent_dim")]
+    parameters = inspect.signature(cls.__init__).parameters
+    accepted = [p for p in parameters if p not in ("self", "latent_dim")]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(f"{key}: {name} has no option {unknown[0]!r}; its options: {', '.join(accepted) or '(none)'}")
-    return cls(latent_dim=latent_dim, **options)
+    return cls(**({"latent_dim": latent_dim} if "latent_dim" in parameters else {}), **options)
 
 
 def presence(batch: Mapping[str, Tensor], key: str) -> Tensor:
     """(B,) bool: does ``batch[key]`` exist for each sample."""
-    flag = PRESENCE_FLAG.get(key)
+    flag, extra = PRESENCE_FLAG.get(key), EXTRA_PRESENCE_FLAG.get(key)
     ref = batch["image"]
     if flag is None or flag not in batch:
         return torch.ones(ref.shape[0], dtype=torch.bool, device=ref.device)
-    return batch[flag].to(device=ref.device, dtype=torch.bool)
+    present = batch[flag].to(device=ref.device, dtype=torch.bool)
+    if extra is not None and extra in batch:
+        present = present | batch[extra].to(device=ref.device, dtype=torch.bool)
+    return present
 
 
 class Strategy(nn.Module):
@@ -87,6 +94,11 @@ class Strategy(nn.Module):
                 raise ConfigError(f"model.decoders: two decoders predict {dec.target_key!r} ({self.decoder_names})")
             self.decoders[dec.target_key] = dec
         self.weights = {"pose": 1.0, "heatmaps": float(cfg.lambda_heat), "cloud": float(cfg.lambda_cloud)}
+        self.pose_losses = nn.ModuleDict()
+        for name in cfg.get("pose_losses", None) or []:
+            options = _options(cfg.get("pose_loss_options", None), name)
+            self.pose_losses[name] = build_module(POSE_LOSSES, name, self.latent_dim, options, "model.pose_losses")
+        self._image_q: DiagonalGaussian | None = None
         self._check_modules()
 
     def _check_modules(self) -> None:
@@ -118,6 +130,8 @@ class Strategy(nn.Module):
     def encode(self, key: str, batch: Mapping[str, Tensor]) -> tuple[DiagonalGaussian, dict[str, Tensor]]:
         """q(z|.) of encoder ``key`` and its auxiliary loss terms, named ``<key>/<term>``."""
         q, aux = self.encoders[key].encode(batch, presence(batch, "pose"))
+        if key == "image":
+            self._image_q = q  # the pose losses read it in total()
         return q, {f"{key}/{name}": value for name, value in aux.items()}
 
     def reconstruction(
@@ -170,8 +184,19 @@ class Strategy(nn.Module):
         kl = kl_standard_normal(q.mu, q.logvar)
         return (kl * mask).sum() / mask.sum().clamp_min(1)
 
-    @staticmethod
-    def total(terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    def fit_pose_losses(self, labelled_poses: Any) -> dict[str, Any]:
+        """Give the pose losses that derive bounds from data the labelled training poses; their JSON."""
+        return {name: loss.fit(labelled_poses) for name, loss in self.pose_losses.items() if loss.needs_labelled_poses}
+
+    def total(self, terms: dict[str, Tensor], batch: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Adds the pose losses' terms (given the batch), then the sum of every term under "loss"."""
+        if len(self.pose_losses) and batch is not None:
+            if self._image_q is None:
+                raise RuntimeError("pose losses need the image posterior: encode('image', batch) first")
+            pose = self.decoders["pose"](self._image_q.mu)
+            for name, loss in self.pose_losses.items():
+                terms.update({f"pose_loss/{name}/{k}": v for k, v in loss(pose, batch).items()})
+        self._image_q = None
         terms["loss"] = torch.stack([v.float() for v in terms.values()]).sum()
         return terms
 

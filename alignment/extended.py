@@ -26,4 +26,4 @@ class ExtendedCrossModal(Strategy):
         everyone = presence(batch, "image")
         terms.update(self.reconstruction(q, batch, "image", everyone))
         terms["kl/image"] = beta * self.kl_prior(q, everyone)
-        return self.total(terms)
+        return self.total(terms, batch)

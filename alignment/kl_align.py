@@ -50,4 +50,4 @@ class KLAlignment(Strategy):
         terms["kl/image"] = beta * self.kl_prior(q_x, everyone)
         align = kl_divergence(q_joint.mu, q_joint.logvar, q_x.mu, q_x.logvar)
         terms["kl/joint_to_image"] = self.beta_prime * (align * with_cloud).sum() / with_cloud.sum().clamp_min(1)
-        return self.total(terms)
+        return self.total(terms, batch)

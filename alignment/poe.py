@@ -39,4 +39,4 @@ class ProductOfExperts(Strategy):
         )
         sources.append(("joint", joint, presence(batch, "image")))
         terms.update(self.reconstructions(sources, batch))
-        return self.total(terms)
+        return self.total(terms, batch)

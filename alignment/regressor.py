@@ -30,4 +30,4 @@ class PlainRegressor(Strategy):
         q, terms = self.encode("image", batch)
         # The log-variance head stays untrained: z = mu in training as at inference.
         terms.update(self.reconstruction(q, batch, "image", presence(batch, "image"), deterministic=True))
-        return self.total(terms)
+        return self.total(terms, batch)

@@ -78,6 +78,9 @@ class DataConfig:
     # k labelled frames (cycled) and batch_size - k unlabelled ones: the pose gradient of a step
     # no longer shrinks with the labelled fraction.
     labeled_per_batch: int = 0
+    # The unlabelled training frames keep their 2D keypoints (``uv_only``): they train the keypoint
+    # stage, the heatmap decoder and the projection2d pose loss; their 3D pose stays hidden.
+    unlabeled_2d: bool = False
     batch_size: int = 32
     num_workers: int = 2  # DataLoader workers; each opens the HDF5 file lazily
     synthetic: SynthConfig = field(default_factory=SynthConfig)
@@ -104,6 +107,11 @@ class ModelConfig:
     beta_end: float = 1e-3  # ... annealed log-linearly to this value
     beta_anneal_fraction: float = 0.5  # fraction of the training steps over which beta ramps
     beta_prime: float = 1.0  # kl_align: weight of KL(q(z|x,c) || q(z|x))
+    # Registered pose losses (losses/) added to any strategy's loss, on the pose decoded from the
+    # RGB posterior's mean of every training frame, e.g. [biomech, projection2d]; their options
+    # per name, e.g. {biomech: {joint_angles: 0.1}}.
+    pose_losses: list[str] = field(default_factory=list)
+    pose_loss_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

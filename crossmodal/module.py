@@ -7,6 +7,7 @@ optimiser and learning-rate schedule, and the non-finite-loss guard.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -96,6 +97,20 @@ class CrossmodalModule(L.LightningModule):
         # RGB only: nothing but the image reaches the model at test time.
         return self.strategy.predict(batch["image"])
 
+    def setup(self, stage: str) -> None:
+        if stage != "fit" or self._trainer is None or self.trainer.datamodule is None:
+            return
+        if any(loss.needs_labelled_poses for loss in self.strategy.pose_losses.values()):
+            # Bounds from the labelled training frames alone, written beside the run. On resume the
+            # checkpoint's buffers replace them with the same values.
+            fitted = self.strategy.fit_pose_losses(self.trainer.datamodule.datasets["train"].labelled_poses())
+            if self.trainer.is_global_zero:
+                from crossmodal.io import atomic_write_text
+
+                run_dir = Path(self.cfg.out_dir) / self.cfg.name
+                run_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(run_dir / "pose_limits.json", json.dumps(fitted, indent=1) + "\n")
+
     def on_fit_start(self) -> None:
         self.fit_started = time.perf_counter()
 
@@ -141,6 +156,8 @@ class CrossmodalModule(L.LightningModule):
         }
         if "cloud" in out:
             keep["pred_cloud"] = out["cloud"]
+        self.test_poses["pred"].append(out["pose"].detach().float().cpu())
+        self.test_poses["true"].append(batch["pose"].detach().float().cpu())
         # Only the first few samples are kept, for the qualitative figure.
         if sum(t.shape[0] for t in self.test_samples.get("image", [])) < 8:
             for k, v in keep.items():
@@ -148,6 +165,7 @@ class CrossmodalModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_samples = {}
+        self.test_poses: dict[str, list[torch.Tensor]] = {"pred": [], "true": []}
         self.test_metrics.reset()
 
     def on_test_epoch_end(self) -> None:

@@ -28,6 +28,7 @@ _PLUGIN_PACKAGES = {
     "decoder": ("decoders",),
     "strategy": ("alignment.strategies",),
     "finder": ("finders",),
+    "pose loss": ("losses",),
 }
 
 
@@ -92,3 +93,4 @@ ENCODERS = Registry("encoder")
 DECODERS = Registry("decoder")
 STRATEGIES = Registry("strategy", "strategies")
 FINDERS = Registry("finder")
+POSE_LOSSES = Registry("pose loss", "pose losses")

@@ -390,8 +390,29 @@ def evaluate_checkpoint(ckpt: str | Path, cfg: DictConfig, run_dir: Path) -> dic
     datamodule = build_datamodule(eval_cfg)
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = dict(model.test_result)
+    metrics.update(anatomy_metrics(model, datamodule))
     write_reports(model, metrics, cfg, run_dir, Path(ckpt))
     return metrics
+
+
+def anatomy_metrics(model: Any, datamodule: Any) -> dict[str, float]:
+    """How often the test predictions (and, as the anchor, the test labels) fall outside the
+    anatomical bounds of the labelled training frames (crossmodal.kinematics)."""
+    import torch
+
+    from crossmodal import kinematics
+
+    try:
+        datamodule.setup("fit")
+    except CrossmodalError as exc:  # e.g. only the test split's cache is here
+        print(f"anatomy metrics skipped: the training frames' bounds need the training split ({exc})")
+        return {}
+    bounds = kinematics.limits(datamodule.datasets["train"].labelled_poses())
+    out = {}
+    for who, prefix in (("pred", "limits_broken"), ("true", "limits_broken_labels")):
+        fractions = kinematics.broken_fractions(torch.cat(model.test_poses[who]), bounds)
+        out.update({prefix if group == "all" else f"{prefix}/{group}": value for group, value in fractions.items()})
+    return out
 
 
 def write_reports(model: Any, metrics: dict[str, Any], cfg: DictConfig, run_dir: Path, ckpt: Path) -> None:

@@ -228,7 +228,7 @@ class RGBResNet18Encoder(Encoder):
         keypoints: add the 2D keypoint stage (``KeypointStage``): its 21 crop-pixel
             keypoints join the pooled features under the heads, and training adds the
             term ``image/keypoints2d`` (L1 on crop coordinates scaled to [-1, 1], summed
-            over joints, on labelled samples). Not in the paper; the CPU profile uses it.
+            over joints, on the samples with 2D labels: ``labeled`` or ``uv_only``). Not in the paper; the CPU profile uses it.
         keypoint_weight: weight of that term.
         keypoint_ce: inside that term, the weight of a cross-entropy between each keypoint
             map's softmax and a Gaussian (one cell wide) at the target: a denser signal than
@@ -287,10 +287,12 @@ class RGBResNet18Encoder(Encoder):
         q = DiagonalGaussian(self.mu_head(features), self.logvar_head(features))
         if logits is None or "uv" not in batch:
             return q, {}
-        if not bool(labeled.any()):
+        # 2D labels: those of the labelled frames, and of the frames that keep only them.
+        with_2d = labeled | batch["uv_only"].to(labeled) if "uv_only" in batch else labeled
+        if not bool(with_2d.any()):
             return q, {"keypoints2d": logits.sum() * 0.0}
-        target = batch["uv"][labeled].to(uv.dtype)
-        loss = keypoint_loss(logits[labeled], uv[labeled], target, x.shape[-1], self.keypoint_ce)
+        target = batch["uv"][with_2d].to(uv.dtype)
+        loss = keypoint_loss(logits[with_2d], uv[with_2d], target, x.shape[-1], self.keypoint_ce)
         return q, {"keypoints2d": self.keypoint_weight * loss}
 
     @classmethod

@@ -127,6 +127,7 @@ def check_batch(batch: dict[str, torch.Tensor], size: int, points: int) -> None:
         "uv": ((b, 21, 2), torch.float32),
         "visible": ((b, 21), torch.bool),
         "labeled": ((b,), torch.bool),
+        "uv_only": ((b,), torch.bool),
         "has_cloud": ((b,), torch.bool),
         "K": ((b, 3, 3), torch.float32),
         "root": ((b, 3), torch.float32),

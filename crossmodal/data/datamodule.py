@@ -52,10 +52,13 @@ class CachedHandDataset(Dataset):
         labeled: np.ndarray,
         num_points: int,
         random_points: bool,
+        unlabeled_2d: bool = False,
     ) -> None:
         self.reader = reader
         self.rows = np.asarray(rows, dtype=np.int64)
         self.labeled = np.asarray(labeled, dtype=bool)
+        # Frames without a 3D label that keep their 2D keypoints.
+        self.uv_only = ~self.labeled if unlabeled_2d else np.zeros_like(self.labeled)
         self.num_points = num_points
         self.random_points = random_points
 
@@ -74,6 +77,11 @@ class CachedHandDataset(Dataset):
             pick = torch.randint(count, (self.num_points,)).numpy()
         return pool[pick]
 
+    def labelled_poses(self) -> np.ndarray:
+        """(N, 21, 3) the 3D poses of the distinct labelled rows (what bounds may be derived from)."""
+        rows = np.unique(self.rows[self.labeled])
+        return np.asarray(self.reader.columns["pose"][rows], dtype=np.float32)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         sample = self.reader[int(self.rows[i])]
         count = int(sample["cloud_count"])
@@ -84,6 +92,7 @@ class CachedHandDataset(Dataset):
             "uv": torch.from_numpy(sample["uv"]),
             "visible": torch.from_numpy(sample["visible"]),
             "labeled": torch.tensor(bool(self.labeled[i])),
+            "uv_only": torch.tensor(bool(self.uv_only[i])),
             "has_cloud": torch.tensor(count > 0),
             "K": torch.from_numpy(sample["K_crop"]),
             "root": torch.from_numpy(sample["root"]),
@@ -219,7 +228,8 @@ class CrossmodalDataModule(L.LightningDataModule):
             if cfg.labeled_per_batch and labeled.all():
                 raise DataError(f"data.labeled_per_batch: no unlabelled frame left in the {n_train} training frames of "
                                 f"{reader.path} at data.labeled_fraction={cfg.labeled_fraction}")
-            self.datasets["train"] = CachedHandDataset(reader, train_rows, labeled, cfg.num_points, random_points=True)
+            self.datasets["train"] = CachedHandDataset(reader, train_rows, labeled, cfg.num_points, random_points=True,
+                                                       unlabeled_2d=cfg.unlabeled_2d)
             self.datasets["val"] = CachedHandDataset(reader, val_rows, np.ones(len(val_rows), bool), cfg.num_points, False)
         if stage in (None, "test", "predict"):
             reader = self._open(test_split)

@@ -17,7 +17,8 @@ NOT_HASHED = ("name", "out_dir", "resume", "trainer.progress", "data.num_workers
 #: Config fields added after runs were recorded, with the value under which a run computes what
 #: those runs did: left out of the hash while they hold it, so that a new option does not orphan
 #: every recorded run (a test checks the recorded runs' hashes).
-HASHED_UNLESS = {"data.labeled_per_batch": 0}
+HASHED_UNLESS = {"data.labeled_per_batch": 0, "data.unlabeled_2d": False, "model.pose_losses": [],
+                 "model.pose_loss_options": {}}
 
 @dataclass
 class Row:

@@ -49,6 +49,9 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
     fits = [o.train_epe for o in ok if o.train_epe is not None]
     if fits:  # on the runs' own training frames: underfitting or overfitting?
         out["train_epe"], out["train_epe_n"] = float(np.mean(fits)), len(fits)
+    broken = [o.metrics["limits_broken"] for o in ok if "limits_broken" in o.metrics]
+    if broken:  # anatomy: the share of test predictions outside the labelled frames' bounds
+        out["limits_broken"], out["limits_broken_n"] = float(np.mean(broken)), len(broken)
     lrs = [o.lr_curve for o in ok if o.lr_curve]
     if lrs:  # the lr at the end of training over its peak: < 1 means it was dropped or annealed
         out["lr_end_over_peak"] = float(np.mean([c[-1] / max(c) for c in lrs]))
@@ -78,6 +81,12 @@ def _train_cell(s: dict[str, Any]) -> str:
     if "train_epe" not in s:
         return "—"
     return f"{s['train_epe']:.2f}" + (f" ({s['train_epe_n']})" if s["train_epe_n"] < s["n"] else "")
+
+
+def _broken_cell(s: dict[str, Any]) -> str:
+    if "limits_broken" not in s:
+        return "—"
+    return f"{100 * s['limits_broken']:.1f}" + (f" ({s['limits_broken_n']})" if s["limits_broken_n"] < s["n"] else "")
 
 
 def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], results_dir: Path, command: str,
@@ -130,10 +139,13 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
               "in every seed; lr end / peak: below 1 when the schedule dropped or annealed the lr",
               f"- train EPE: on the first {TRAIN_FRAMES} training frames, the model's own (mean over the seeds "
               "measured, their number in brackets when not all): beside val EPE it tells underfitting from overfitting",
+              "- outside bounds: % of test predictions that break an anatomical bound of the labelled training "
+              "frames (bone lengths, root-bone angles, joint angles; crossmodal/kinematics.py), mean over the seeds "
+              "measured",
               "",
               "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values()) + " | per seed | seeds | val EPE first / best / "
-              "last | last gain | converged | lr end / peak | train EPE | train+eval time |",
-              "|---|---:|" + "---:|" * len(SUMMARY) + "---|---|---:|---:|---|---:|---:|---:|"]
+              "last | last gain | converged | lr end / peak | train EPE | outside bounds (%) | train+eval time |",
+              "|---|---:|" + "---:|" * len(SUMMARY) + "---|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         s = summaries[r.name]
         paper = f"{r.paper:.2f}" if r.paper is not None else "—"
@@ -141,7 +153,8 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
         per_seed = ", ".join(f"{v:.2f}" for v in s.get("epe_per_seed", [])) or "—"
         seeds_cell = ", ".join(str(v) for v in s.get("seeds", [])) or "—"
         lines.append(f"| {r.label} | {paper} | " + " | ".join(cells) + f" | {per_seed} | {seeds_cell} | "
-                     + " | ".join(_val_cells(s)) + f" | {_train_cell(s)} | {duration(s.get('wall_s'))} |")
+                     + " | ".join(_val_cells(s)) + f" | {_train_cell(s)} | {_broken_cell(s)} | "
+                     f"{duration(s.get('wall_s'))} |")
     failed = [o for o in outcomes if o.status == "failed"]
     pending = [o for o in outcomes if o.status == "pending"]
     if failed:
