@@ -381,12 +381,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- list
 
-@command("list", "list every registered dataset, encoder, decoder and strategy")(lambda p: None)
+@command("list", "list every registered dataset, encoder, decoder, strategy and pose loss")(lambda p: None)
 def cmd_list(args: argparse.Namespace) -> int:
-    from crossmodal.registry import DATASETS, DECODERS, ENCODERS, STRATEGIES
+    from crossmodal.registry import DATASETS, DECODERS, ENCODERS, POSE_LOSSES, STRATEGIES
 
-    for registry in (DATASETS, ENCODERS, DECODERS, STRATEGIES):
-        print(f"{registry.plural:<11}{', '.join(registry.names()) or '(none)'}")
+    for registry in (DATASETS, ENCODERS, DECODERS, STRATEGIES, POSE_LOSSES):
+        print(f"{registry.plural:<12}{', '.join(registry.names()) or '(none)'}")
     return 0
 
 
