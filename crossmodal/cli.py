@@ -379,6 +379,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    from crossmodal.pretrain import PretrainSettings
+
+    defaults = PretrainSettings()
+    p.add_argument("--out", required=True, help="folder for trunk.pt (rgb_resnet18's pretrained_path) and pretrain.json")
+    for name, value in vars(defaults).items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (optional)")
+    _add_overrides(p)
+
+
+@command("pretrain", "self-supervised pre-training of the RGB trunk on every training image (equivariant "
+         "contrastive, PeCLR): OUT/trunk.pt for rgb_resnet18's pretrained_path")(_pretrain_args)
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from crossmodal.config import load_config
+    from crossmodal.pretrain import PretrainSettings, pretrain
+
+    config, overrides = _split_config_arg(args)
+    settings = PretrainSettings(**{k: getattr(args, k) for k in vars(PretrainSettings())})
+    record = pretrain(load_config(config, overrides), settings, Path(args.out))
+    print(f"pretrain: {record['frames']} frames, loss {record['loss_first']:.3f} -> {record['loss_last']:.3f} in "
+          f"{record['wall_s']:.0f} s; wrote {record['trunk']}")
+    return 0
+
+
 # --------------------------------------------------------------------------- list
 
 @command("list", "list every registered dataset, encoder, decoder, strategy and pose loss")(lambda p: None)
