@@ -605,3 +605,37 @@ def test_campaign_queue_leaves_a_busy_worktree_alone_and_trains_from_its_own(tmp
     out = free.stdout.read()
     assert f"campaign: {second[:7]} in {worktree}" in out and f"campaign: removed {left}, left by a queue" in out
     assert git("rev-parse", "HEAD", cwd=worktree) == second and not left.exists()
+
+
+PRETRAIN_MANIFEST = """\
+title: "Pre-trained rows"
+seeds: [0]
+rows:
+  - {name: all_labels, config: s1.yaml, pretrain: [steps=2, batch_size=4]}
+  - {name: half_labels, config: s1.yaml, pretrain: [steps=2, batch_size=4], overrides: [data.labeled_fraction=0.5]}
+"""
+
+
+def test_rows_with_pretraining_share_it_and_count_its_time(miniature, tiny_data, tmp_path, single_thread):
+    (miniature / "experiment.yaml").write_text(PRETRAIN_MANIFEST)
+    outcomes = run(miniature, tiny_data, tmp_path)
+    assert [o.status for o in outcomes] == ["done", "done"], [o.error for o in outcomes]
+    (folder,) = (tmp_path / "runs").glob("pretrain-*")  # one pre-training for both labelled fractions
+    made = json.loads((folder / "pretrain.json").read_text())
+    for o in outcomes:
+        record = json.loads((Path(o.run_dir) / "run.json").read_text())
+        assert record["pretrain_s"] == made["wall_s"] and record["wall_s"] > made["wall_s"]
+        config = (Path(o.run_dir) / "config.yaml").read_text()
+        assert str(folder / "trunk.pt") in config
+    exp = load_experiment(miniature)
+    overrides = [*tiny_data, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    key = config_key(row_config(exp, exp.rows[0], 0, overrides))
+    assert key == Path(outcomes[0].run_dir).name  # the runs folder is not in the hash
+    assert key == config_key(row_config(exp, exp.rows[0], 0, [*overrides, "out_dir=elsewhere"]))
+
+
+def test_bad_pretrain_settings_are_one_line_errors(miniature):
+    (miniature / "experiment.yaml").write_text(PRETRAIN_MANIFEST.replace("steps=2", "stepz=2"))
+    with pytest.raises(ConfigError) as excinfo:
+        load_experiment(miniature)
+    raises_one_line(excinfo, "rows[0].pretrain", "PretrainSettings", "stepz=2")

@@ -27,6 +27,9 @@ class Row:
     config: Path  # the row's training config
     overrides: list[str] = field(default_factory=list)  # extra key=value for this row only
     paper: float | None = None  # the paper's mean EPE (mm) for this row, where published
+    # Self-supervised pre-training of the RGB trunk before the row trains (crossmodal/pretrain.py):
+    # its settings as name=value (e.g. steps=2000); [] for none. Its time is part of the row's.
+    pretrain: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -90,17 +93,21 @@ def load_experiment(folder: str | os.PathLike) -> Experiment:
     for i, r in enumerate(rows_raw):
         key = f"rows[{i}]"
         _expect(isinstance(r, dict) and {"name", "config"} <= set(r), path, key, "a mapping with name and config", r)
-        unknown = set(r) - {"name", "label", "config", "overrides", "paper"}
-        _expect(not unknown, path, f"{key} keys", "among name, label, config, overrides, paper", sorted(unknown))
+        unknown = set(r) - {"name", "label", "config", "overrides", "paper", "pretrain"}
+        _expect(not unknown, path, f"{key} keys", "among name, label, config, overrides, paper, pretrain",
+                sorted(unknown))
         _expect(r["name"] not in names, path, f"{key}.name", "unique", r["name"])
         names.add(r["name"])
         config = folder / str(r["config"])
         _expect(config.is_file(), path, f"{key}.config", "an existing YAML file", str(config))
         paper = r.get("paper")
         _expect(paper is None or isinstance(paper, (int, float)), path, f"{key}.paper", "a number (mm)", paper)
+        pretrain = _string_list(r.get("pretrain"), path, f"{key}.pretrain")
+        _expect(not pretrain or pretrain_settings(pretrain) is not None, path, f"{key}.pretrain",
+                "name=value settings of crossmodal.pretrain.PretrainSettings", pretrain)
         rows.append(Row(str(r["name"]), str(r.get("label", r["name"])), config,
                         _string_list(r.get("overrides"), path, f"{key}.overrides"),
-                        None if paper is None else float(paper)))
+                        None if paper is None else float(paper), pretrain))
     return Experiment(folder.resolve().name, folder, str(raw.get("title", folder.name)), str(raw.get("reference", "")),
                       list(seeds), _string_list(raw.get("overrides"), path, "overrides"), rows,
                       _claims(raw.get("claims"), path, names))
@@ -129,11 +136,51 @@ def _claims(raw: Any, path: Path, names: set[str]) -> list[Claim]:
     return claims
 
 
+def pretrain_settings(items: list[str]) -> Any:
+    """PretrainSettings from name=value strings, or None when a name or value does not fit."""
+    from crossmodal.pretrain import PretrainSettings
+
+    defaults = vars(PretrainSettings())
+    values = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        if name not in defaults:
+            return None
+        try:
+            values[name] = type(defaults[name])(text)
+        except ValueError:
+            return None
+    return PretrainSettings(**values)
+
+
+def pretrain_folder(cfg: Any, row: Row) -> str:
+    """Where a row's pre-trained trunk lives under the runs folder: one per data, seed and settings,
+    so that rows differing only in what follows (the labelled fraction) share it."""
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    for key in ("labeled_fraction", "drop_unlabeled", "repeat_to_full", "labeled_per_batch", "unlabeled_2d",
+                "batch_size", "num_workers"):
+        data.pop(key, None)
+    plain = {"data": data, "seed": cfg.seed, "settings": asdict(pretrain_settings(row.pretrain))}
+    return "pretrain-" + hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def row_config(exp: Experiment, row: Row, seed: int, overrides: list[str]) -> Any:
-    """The resolved config of one (row, seed): defaults <- profile <- row YAML <- overrides."""
+    """The resolved config of one (row, seed): defaults <- profile <- row YAML <- overrides. A row
+    with ``pretrain`` has its RGB trunk's ``pretrained_path`` set to that pre-training's trunk,
+    relative to the runs folder (the runner makes it there when it is missing)."""
     from crossmodal.config import load_config
 
-    return load_config(str(row.config), [*exp.overrides, *row.overrides, *overrides, f"seed={seed}"])
+    cfg = load_config(str(row.config), [*exp.overrides, *row.overrides, *overrides, f"seed={seed}"])
+    if row.pretrain:
+        trunk = f"{pretrain_folder(cfg, row)}/trunk.pt"
+        cfg.model.encoder_options = {**cfg.model.encoder_options,
+                                     "rgb_resnet18": {**cfg.model.encoder_options.get("rgb_resnet18", {}),
+                                                      "pretrained_path": str(trunk)}}
+    return cfg
 
 
 def config_key(cfg: Any) -> str:

@@ -40,6 +40,7 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         if finished is not None:
             return finished
         cfg.out_dir, cfg.name = str(out_dir), run_dir.name
+        pretrain_s, pretrain_thread_s = _pretrained_trunk(cfg, row, out_dir) if row.pretrain else (0.0, 0.0)
         resumed = (run_dir / "checkpoints" / "last.ckpt").is_file()
         if resumed:
             cfg.resume = "true"  # interrupted earlier: go on from the last finished epoch
@@ -48,8 +49,10 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         # A row's first run builds its cache (18 min for 32000 frames): a one-off cost, not the
         # row's training time, so it is kept apart as prepare_s.
         part = time.perf_counter() - start - result.prepare_s
-        # A resumed run's cost includes its interrupted parts, which may have had other thread counts.
-        wall, thread_s = result.earlier_s + part, result.earlier_thread_s + part * torch.get_num_threads()
+        # A resumed run's cost includes its interrupted parts, which may have had other thread counts;
+        # a pre-trained row's includes its pre-training, also when another row of its seed made it.
+        wall = result.earlier_s + part + pretrain_s
+        thread_s = result.earlier_thread_s + part * torch.get_num_threads() + pretrain_thread_s
         if result.metrics is None:
             raise CrossmodalError("training produced no checkpoint to evaluate")
         metrics = {k: result.metrics[k] for k in (*SUMMARY, "thresholds", "pck", "num_samples")}
@@ -63,6 +66,7 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
             "git_commit": commit, "command": command, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "metrics": metrics, "train_epe_mean": train_epe, "train_frames": TRAIN_FRAMES,
             "torch_threads": torch.get_num_threads(), "thread_s": thread_s, "prepare_s": result.prepare_s,
+            **({"pretrain_s": pretrain_s} if row.pretrain else {}),
         }, indent=2) + "\n")
         outcome = Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir),
                           lr_curve(run_dir), commit=commit, train_epe=train_epe, threads=torch.get_num_threads(),
@@ -76,6 +80,24 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         if run_dir is not None:
             atomic_write_text(run_dir / "error.txt", traceback.format_exc())
         return Outcome(row.name, seed, "failed", str(run_dir or ""), error=_one_line(exc))
+
+
+def _pretrained_trunk(cfg: Any, row: Row, out_dir: Path) -> tuple[float, float]:
+    """Point the row's RGB trunk at its pre-training under ``out_dir``, running it when missing;
+    that pre-training's wall and one-thread seconds."""
+    import torch
+
+    from crossmodal.experiment.manifest import pretrain_settings
+    from crossmodal.pretrain import pretrain
+
+    options = cfg.model.encoder_options.rgb_resnet18
+    trunk = out_dir / str(options.pretrained_path)
+    record_path = trunk.parent / "pretrain.json"
+    if not (trunk.is_file() and record_path.is_file()):
+        pretrain(cfg, pretrain_settings(row.pretrain), trunk.parent, progress=False)
+    options.pretrained_path = str(trunk)
+    record = json.loads(record_path.read_text())
+    return float(record["wall_s"]), float(record["wall_s"]) * int(record.get("torch_threads", torch.get_num_threads()))
 
 
 def _worker_threads(threads: int) -> None:
