@@ -5,7 +5,7 @@ read: "image", "cloud", "pose") and decoders (keyed by their target: "pose",
 "heatmaps", "cloud"). ``losses(batch, beta)`` returns the named, weighted loss
 terms plus their sum under "loss"; ``predict(image)`` infers from RGB alone.
 
-Masks (weak supervision, DESIGN.md section 1): pose and heatmap targets exist only
+Masks (weak supervision, docs/design.md section 1): pose and heatmap targets exist only
 for ``labeled`` samples, the cloud target only where ``has_cloud``; an encoder's
 input exists on the same rule (the pose encoder needs a label, the cloud encoder a
 cloud). A term whose target is missing for a sample costs nothing for that sample.

@@ -26,7 +26,7 @@ class SynthConfig:
 
 @dataclass
 class PreprocessConfig:
-    # One pass from raw frames to the HDF5 cache (DESIGN.md section 3). Changing any
+    # One pass from raw frames to the HDF5 cache (docs/design.md section 3). Changing any
     # field changes the cache hash, so a stale cache is detected, never silently reused.
     crop_size: int = 64  # side of the square RGB crop fed to the encoder (256 in the paper)
     crop_margin: float = 1.4  # crop side = margin * longest side of the hand-mask box
@@ -35,7 +35,7 @@ class PreprocessConfig:
     # needs view_correction and the hand's pixels, which the mask, the finder or STB's skeleton
     # region give). A from-scratch encoder no longer has to learn every in-plane orientation.
     orient: bool = False
-    # Left hands mirrored into right hands (DESIGN.md: the protocol knows the side, and hand3d
+    # Left hands mirrored into right hands (docs/design.md: the protocol knows the side, and hand3d
     # works in one side's frame). predict then mirrors a left hand's image and its prediction back.
     mirror_left: bool = False
     pool_size: int = 1024  # farthest-point-sampled cloud points kept per frame

@@ -1,7 +1,7 @@
 """The 3D keypoint evaluation protocol of Zimmermann & Brox (ICCV 2017).
 
 Spurr et al. (CVPR 2018) and Yang et al. (ICCV 2019) report their numbers with
-this protocol, so reproducing their tables needs it exactly (DESIGN.md section 4):
+this protocol, so reproducing their tables needs it exactly (docs/design.md section 4):
 
 1. :func:`protocol_millimetres` turns normalised, root-relative poses into
    millimetres relative to the palm centre (keypoint 0 replaced by

@@ -3,7 +3,7 @@
 A decoder maps a latent batch (B, latent_dim) to a prediction of one batch key
 (``target_key``) and owns its loss. ``per_sample_loss`` gives one value per
 sample; ``loss`` averages it over the samples whose target exists (``mask``), the
-weak-supervision rule of DESIGN.md section 1.
+weak-supervision rule of docs/design.md section 1.
 
 Adding a decoder takes one file in this package (subclass ``Decoder``, set
 ``target_key``, ``target_shape`` and ``output_shape``, implement ``decode`` and

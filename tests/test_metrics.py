@@ -1,4 +1,4 @@
-"""The evaluation protocol against hand-computed numbers (DESIGN.md section 4)."""
+"""The evaluation protocol against hand-computed numbers (docs/design.md section 4)."""
 
 from __future__ import annotations
 

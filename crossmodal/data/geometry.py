@@ -4,7 +4,7 @@ Pixel convention, used everywhere in the framework: pixel ``(row i, column j)``
 has its centre at ``(u, v) = (j, i)`` and covers ``[j - 0.5, j + 0.5]``. A camera
 point ``X`` projects to ``K @ X`` divided by its third coordinate.
 
-Viewpoint correction (DESIGN.md section 3, step 2): a rotation ``R`` of the
+Viewpoint correction (docs/design.md section 3, step 2): a rotation ``R`` of the
 camera about its centre turns the ray through the hand centre into the optical
 axis. A camera point ``X`` becomes ``R @ X`` and the image is re-rendered by the
 homography ``H = K_crop @ R @ inv(K)`` (original pixel -> crop pixel).

@@ -1,4 +1,4 @@
-"""One raw frame -> one cached training sample (DESIGN.md section 3, steps 1-6).
+"""One raw frame -> one cached training sample (docs/design.md section 3, steps 1-6).
 
 Input is a reader's frame dict (``image``, ``depth``, ``mask``, ``xyz``, ``uv``,
 ``visible``, ``K``, ``K_depth``, ``depth_to_color``, ``hand_side``, ``index``);

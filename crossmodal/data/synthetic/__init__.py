@@ -1,4 +1,4 @@
-"""Procedural synthetic hands written in RHD's exact on-disk format (DESIGN.md section 3).
+"""Procedural synthetic hands written in RHD's exact on-disk format (docs/design.md section 3).
 
     from crossmodal.data.synthetic import generate, render_frame
     generate("data/synthetic", n_train=2000, n_test=400, seed=0)   # RHD-format folders
