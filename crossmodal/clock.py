@@ -1,6 +1,6 @@
 """A run's training time across resumes, kept in its checkpoints.
 
-A campaign's runs are interrupted at a session's end and resumed in the next, maybe with another
+A long run may be interrupted (its machine stopped) and resumed later, maybe with another
 number of threads. Timing only the last process would record the last part of such a run as its
 whole cost, so the clock's reading goes into every checkpoint and a resumed run starts from it.
 Work done after an interrupted part's last checkpoint is redone on resume and counted once.

@@ -162,9 +162,8 @@ class KeypointStage(nn.Module):
     """2D keypoints from every trunk stage: heatmaps at stride 4, soft-argmax to crop pixels.
 
     Global pooling leaves a from-scratch trunk to discover where the fingers are through its
-    channels, which it does slowly (the stall of issue 12). Lifting the ground-truth 2D keypoints
-    of the synthetic hands to 3D with an MLP reaches 16.3 mm test EPE, 12.4 mm with visibility
-    (benchmarks/results/learning.md), so the 2D layout carries most of the pose: this stage
+    channels, which it does slowly. The 2D layout carries most of the pose (an MLP lifting the
+    ground-truth 2D keypoints to 3D: benchmarks/results/learning.md), so this stage
     locates it with dense, translation-equivariant convolutions and a loss from the 2D labels
     that every frame has, and hands the coordinates to the latent heads. The four stages are summed at layer1's resolution
     (a light feature pyramid): telling the index tip from the middle tip needs layer3-4's view of

@@ -123,7 +123,7 @@ def tiny_checkpoints(tiny_data, tmp_path_factory) -> dict[str, Path]:
 
 
 #: A finder trained on the tiny synthetic data long enough to find its hands (~480 Adam steps; after the
-#: ~150 of 40 epochs it still marked no hand pixel on 2026-12-02's machine and packages, cause not isolated).
+#: ~150 of 40 epochs it still marked no hand pixel on one machine and its packages, cause not isolated).
 TINY_FINDER_OVERRIDES = ["finder.input_size=64", "data.batch_size=4", "optim.max_epochs=120", "data.val_fraction=0.2",
                          "progress=false"]
 

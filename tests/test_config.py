@@ -80,9 +80,9 @@ def test_cpu_profile_is_made_for_the_budget_and_gpu_profile_keeps_the_paper():
     cpu = load_config(None, ["profile=cpu"])
     assert cpu.model.encoder_options.rgb_resnet18.keypoints is True
     assert cpu.optim.schedule == "cosine" and cpu.trainer.precision == "bf16-mixed"
-    # The learning study's second session: a linear pose decoder and a peak lr of 2e-3.
+    # From the learning study (benchmarks/results/learning.md): a linear pose decoder, a peak lr of 2e-3,
     assert list(cpu.model.decoder_options.pose_mlp.hidden) == [] and cpu.optim.lr == 2e-3
-    # The third session: one canonical hand, no batch augmentation, 8000 frames seen 7 times.
+    # one canonical hand, no batch augmentation, 8000 frames seen 7 times.
     assert cpu.data.preprocess.orient and cpu.data.preprocess.mirror_left and not cpu.data.augment.enabled
     assert cpu.data.synthetic.train == 8000 and cpu.trainer.max_epochs == 7
     # EMD pairs the decoder's points one to one with the drawn cloud: the two sizes agree.

@@ -129,7 +129,7 @@ def test_table_written_mid_invocation_keeps_rows_not_reached_yet(miniature, tiny
 
 
 def test_tables_only_trains_nothing_and_records_the_runs_commits(miniature, tiny_data, tmp_path, single_thread):
-    """A campaign over sessions records its tables from the finished runs without training the rest."""
+    """A campaign records its tables from the finished runs without training the rest."""
     stale = tmp_path / "results" / "mini_pck.png"
     stale.parent.mkdir()
     stale.write_bytes(b"from another campaign")
@@ -331,7 +331,7 @@ def test_paper_experiments_resolve_under_both_profiles(name):
     for profile in ("cpu", "gpu"):
         keys = [config_key(row_config(exp, row, 0, [f"profile={profile}", *extra])) for row in exp.rows]
         assert len(set(keys)) == len(keys), f"{name}: two rows compute the same thing"
-    if name != "table2":  # the CPU campaign (issue 13): trained until it has finished learning
+    if name != "table2":  # the CPU campaign: trained until it has finished learning
         assert {row_config(exp, row, 0, []).profile for row in exp.rows} == {"cpu-long"}
 
 
@@ -389,7 +389,7 @@ def test_recorded_runs_keep_their_hashes():
 
 def test_plan_lists_the_runs_left_with_estimates_from_the_finished_ones(miniature, tiny_data, tmp_path, single_thread,
                                                                         capsys):
-    """A campaign over sessions is planned from the records: what is left, as campaign.sh items,
+    """A campaign is planned from the records: what is left, as campaign.sh items,
     each with the measured time of its row (or of runs of the same model and length)."""
     from crossmodal.experiment.plan import plan_runs
 
@@ -597,7 +597,7 @@ def test_campaign_queue_leaves_a_busy_worktree_alone_and_trains_from_its_own(tmp
     assert not own.exists() and str(own) not in git("worktree", "list")
     assert (repo / "runs" / "kept").read_text() == "a finished run\n"
 
-    # A queue killed at a session's end leaves its own worktree: the next queue clears it.
+    # A queue killed before its end leaves its own worktree: the next queue clears it.
     left = tmp_path / f"campaign-{first[:7]}"
     git("worktree", "add", "-q", "--detach", str(left), first)
     free = queue("exp:row:0")

@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.py --smoke: every stage of the GPU check at tiny sizes on CPU, with the Triton
-kernels under the interpreter, so that the script a GPU session runs once, unattended, cannot rot
+kernels under the interpreter, so that the script a GPU machine runs once, unattended, cannot rot
 while no GPU is around.
 
 Like the interpreted kernel tests (run_interpreted in conftest.py), it runs in a fresh process: the

@@ -14,7 +14,7 @@ first stopped (an interrupted run restarts from its last checkpoint), and identi
 of different experiments (Table 1's S4 is Fig. 8's 100 % row) train once. Each finished
 run is also recorded in the repository, ``experiments/results/runs/<hash>.json`` (its
 metrics and curves): ``runs/`` does not survive a change of machine, and a campaign of many
-CPU hours spans sessions, so a recorded run counts as finished without its folder. A row that
+CPU hours spans machines, so a recorded run counts as finished without its folder. A row that
 fails is recorded with its error and the others go on. After every row the results are
 rewritten (atomically) to ``experiments/results/<name>.md`` (the paper-style table),
 ``<name>.csv`` (one line per row and seed), ``<name>.json``, ``<name>_pck.png`` and

@@ -1,8 +1,8 @@
 """What a campaign has left to train: each unfinished (row, seed) with an estimate of its time.
 
-A campaign of many CPU hours is run over sessions as queues of ``<folder>:<row>:<seed>`` items
-(``scripts/campaign.sh``); this lists them in that form, so that a session plans the queues it can
-finish from measured times rather than from memory. A run shared by two experiments (Table 1's
+A campaign of many CPU hours runs as queues of ``<folder>:<row>:<seed>`` items
+(``scripts/campaign.sh``), possibly on several machines in turn; this lists them in that form, so
+that the queues are planned from measured times rather than from memory. A run shared by two experiments (Table 1's
 S4 is Fig. 8's 100 % row) is listed once, under the first folder that names it.
 """
 

@@ -1,6 +1,6 @@
 """Finished runs: the outcome of each (row, seed), and its record in the repository.
 
-``runs/`` does not survive a change of machine and a campaign spans sessions, so each finished
+``runs/`` does not survive a change of machine and a campaign may span several, so each finished
 run is also kept as ``<records>/<hash>.json``: its ``run.json`` with its curves. A recorded run
 counts as finished without its folder.
 """
@@ -40,9 +40,9 @@ class Outcome:
     error: str = ""
     commit: str = ""  # the framework's git commit that trained it (run.json)
     train_epe: float | None = None  # EPE (mm) on its first TRAIN_FRAMES training frames (fit_check)
-    threads: int = 1  # torch threads it trained with (records before 2026-12-03 lack it: they had 1)
+    threads: int = 1  # torch threads it trained with (older records lack it: they had 1)
     resumed: bool = False  # trained in more than one process (its wall time may mix thread counts)
-    thread_s: float | None = None  # its cost in time of one thread, all parts (records before 2026-12-03 lack it)
+    thread_s: float | None = None  # its cost in time of one thread, all parts (older records lack it)
 
     @property
     def cost_s(self) -> float | None:

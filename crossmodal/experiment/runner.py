@@ -139,7 +139,7 @@ def run_experiment(
     ``jobs`` > 1 trains that many runs at once in worker processes, each with its share of the
     CPU threads (the Makefile's JOBS says what that gained on 2 cores). The data are prepared first.
     ``tables_only`` trains nothing: the tables are rewritten from the runs finished so far (a
-    campaign spread over sessions records each table as its rows finish). ``records_dir`` holds
+    campaign spread over machines records each table as its rows finish). ``records_dir`` holds
     the runs' records (default ``<results_dir>/runs``)."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")

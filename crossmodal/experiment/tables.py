@@ -40,7 +40,7 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
         out["val_first"] = float(np.mean([c[0] for c in curves]))
         out["val_best"] = float(np.mean([min(c) for c in curves]))
         out["val_last"] = float(np.mean([c[-1] for c in curves]))
-        # Converged (issue 13): the last validation within 2% of the run's best, in every seed.
+        # Converged: the last validation within 2% of the run's best, in every seed.
         out["converged"] = all(c[-1] <= 1.02 * min(c) for c in curves)
         # What the last validation gained on the one before it, in % (a curve still falling steeply
         # at its end had more to learn, whatever the schedule did to the lr).
