@@ -37,3 +37,19 @@ def test_double_registration_is_an_error():
     reg.register("x")(type("X1", (), {}))
     with pytest.raises(ConfigError, match="registered twice"):
         reg.register("x")(type("X2", (), {}))
+
+
+def test_every_plugin_package_is_installed_with_the_framework():
+    """A plugin folder missing from setup.cfg's package list imports from a checkout but not from
+    an installed crossmodal (its registry then fails to load)."""
+    import configparser
+    from pathlib import Path
+
+    from crossmodal.registry import _PLUGIN_PACKAGES
+
+    parser = configparser.ConfigParser()
+    parser.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    included = set(parser["options.packages.find"]["include"].split())
+    for packages in _PLUGIN_PACKAGES.values():
+        for package in packages:
+            assert package.split(".")[0] in included, package
