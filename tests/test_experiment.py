@@ -612,7 +612,7 @@ title: "Pre-trained rows"
 seeds: [0]
 rows:
   - {name: all_labels, config: s1.yaml, pretrain: [steps=2, batch_size=4]}
-  - {name: half_labels, config: s1.yaml, pretrain: [steps=2, batch_size=4], overrides: [data.labeled_fraction=0.5]}
+  - {name: half_labels, config: s1.yaml, pretrain: [steps=2, batch_size=4], overrides: [data.labeled_fraction=0.5, "model.pose_losses=[biomech]"]}
 """
 
 
@@ -627,6 +627,12 @@ def test_rows_with_pretraining_share_it_and_count_its_time(miniature, tiny_data,
         assert record["pretrain_s"] == made["wall_s"] and record["wall_s"] > made["wall_s"]
         config = (Path(o.run_dir) / "config.yaml").read_text()
         assert str(folder / "trunk.pt") in config
+        assert 0.0 <= record["metrics"]["limits_broken"] <= 1.0 and "limits_broken_labels" in record["metrics"]
+    half = json.loads((Path(outcomes[1].run_dir) / "run.json").read_text())
+    assert half["pose_limits"]["biomech"]["frames"] == 8  # the labelled half of the 16 training frames
+    table = (tmp_path / "results" / "mini.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| all_labels |"))
+    assert 0.0 <= float(row.split("|")[-3]) <= 100.0  # the outside-bounds cell, before the time
     exp = load_experiment(miniature)
     overrides = [*tiny_data, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
     key = config_key(row_config(exp, exp.rows[0], 0, overrides))

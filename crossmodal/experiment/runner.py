@@ -55,7 +55,8 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         thread_s = result.earlier_thread_s + part * torch.get_num_threads() + pretrain_thread_s
         if result.metrics is None:
             raise CrossmodalError("training produced no checkpoint to evaluate")
-        metrics = {k: result.metrics[k] for k in (*SUMMARY, "thresholds", "pck", "num_samples")}
+        kept = (*SUMMARY, "thresholds", "pck", "num_samples")
+        metrics = {k: v for k, v in result.metrics.items() if k in kept or k.startswith("limits_broken")}
         metrics = json.loads(json.dumps(metrics, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
         train_epe = training_frames_epe(result.best_checkpoint)
         commit = git_commit()
@@ -67,6 +68,9 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
             "metrics": metrics, "train_epe_mean": train_epe, "train_frames": TRAIN_FRAMES,
             "torch_threads": torch.get_num_threads(), "thread_s": thread_s, "prepare_s": result.prepare_s,
             **({"pretrain_s": pretrain_s} if row.pretrain else {}),
+            # The bounds its pose losses were given (from the labelled frames alone), kept with the record.
+            **({"pose_limits": json.loads((run_dir / "pose_limits.json").read_text())}
+               if (run_dir / "pose_limits.json").is_file() else {}),
         }, indent=2) + "\n")
         outcome = Outcome(row.name, seed, "done", str(run_dir), wall, metrics, validation_curve(run_dir),
                           lr_curve(run_dir), commit=commit, train_epe=train_epe, threads=torch.get_num_threads(),
