@@ -152,3 +152,28 @@ def test_compare_names_the_key_and_frames(reference) -> None:
         "xyz: 2 of 5 frames differ beyond the tolerance (largest 0.001 m at frame 1, tolerance 1e-06; "
         "frames 1, 4)"]
     assert fp.compare(reference, {**reference, "xyz": np.zeros((401, 42, 3))})[0].startswith("401 frames given")
+
+
+#: A render of the split made on another machine (labels exact, per-frame mask histograms and depth
+#: hit counts, the first 8 frames' images), where the workplace's shared folder sits beside the checkout.
+OTHER_MACHINE = Path(__file__).resolve().parents[2] / "shared" / "benchmark-reference"
+
+
+def test_the_recorded_fingerprint_matches_a_render_made_on_another_machine(reference) -> None:
+    import json
+
+    if not (OTHER_MACHINE / "small_keys.npz").is_file():
+        pytest.skip(f"no render from another machine at {OTHER_MACHINE}")
+    with np.load(OTHER_MACHINE / "small_keys.npz") as other:
+        theirs = {key: other[key] for key in ("xyz", "uv_vis", "K", "side")}
+    rows = json.loads((OTHER_MACHINE / "per_frame.json").read_text())
+    ours_hist = np.stack([np.bincount(m.ravel(), minlength=34) for m in reference["mask"]])
+    assert np.abs(reference["xyz"] - theirs["xyz"]).max() <= fp.XYZ_TOL_M
+    assert np.abs(reference["uv_vis"][..., :2] - theirs["uv_vis"][..., :2]).max() <= fp.UV_TOL_PX
+    assert (reference["uv_vis"][..., 2] != theirs["uv_vis"][..., 2]).sum() <= fp.MAX_VISIBILITY_FLIPS
+    assert np.abs(reference["K"] - theirs["K"]).max() <= fp.K_TOL and (reference["side"] == theirs["side"]).all()
+    assert np.abs(ours_hist - np.array([r["mask_hist"] for r in rows])).sum(axis=1).max() <= 2 * fp.PIXELS_TOL
+    assert np.abs(reference["depth_count"] - np.array([r["depth_nonzero"] for r in rows])).max() <= fp.PIXELS_TOL
+    with np.load(OTHER_MACHINE / "first8_images.npz") as images:
+        for i in range(8):
+            assert (reference["mask"][i] != images[f"mask_{i:03d}"]).sum() <= fp.PIXELS_TOL
