@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import Tensor, nn
 
-from alignment.gaussian import DiagonalGaussian, kl_standard_normal
 from crossmodal.errors import ConfigError
+from crossmodal.gaussian import DiagonalGaussian, kl_standard_normal
 from crossmodal.registry import DECODERS, ENCODERS, POSE_LOSSES
 
 #: Which batch flag says that a key's data exists for a sample.

@@ -13,7 +13,7 @@ from typing import Mapping
 
 from torch import Tensor, nn
 
-from alignment.gaussian import DiagonalGaussian
+from crossmodal.gaussian import DiagonalGaussian
 from encoders.base import Encoder, ShapeError
 
 

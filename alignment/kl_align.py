@@ -16,8 +16,8 @@ from typing import Any, Mapping
 from torch import Tensor
 
 from alignment.base import Strategy, presence
-from alignment.gaussian import kl_divergence
 from alignment.joint_encoder import JointEncoder
+from crossmodal.gaussian import kl_divergence
 from crossmodal.registry import STRATEGIES
 
 

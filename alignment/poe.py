@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from alignment.base import Strategy, presence
-from alignment.gaussian import product_of_experts
+from crossmodal.gaussian import product_of_experts
 from crossmodal.registry import STRATEGIES
 
 

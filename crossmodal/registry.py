@@ -26,7 +26,7 @@ _PLUGIN_PACKAGES = {
     "dataset": ("crossmodal.data.rhd", "crossmodal.data.stb"),
     "encoder": ("encoders",),
     "decoder": ("decoders",),
-    "strategy": ("alignment.strategies",),
+    "strategy": ("alignment",),
     "finder": ("finders",),
     "pose loss": ("losses",),
 }

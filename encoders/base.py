@@ -25,7 +25,7 @@ from typing import ClassVar, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from alignment.gaussian import DiagonalGaussian
+from crossmodal.gaussian import DiagonalGaussian
 from crossmodal.errors import ConfigError, CrossmodalError
 
 # A shape pattern: ints must match exactly, strings are free sizes (>= 1) named in messages.

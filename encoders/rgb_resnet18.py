@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alignment.gaussian import DiagonalGaussian
+from crossmodal.gaussian import DiagonalGaussian
 from crossmodal.data.heatmaps import make_heatmaps
 from crossmodal.data.joints import NUM_JOINTS
 from crossmodal.errors import ConfigError

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence as torch_kl
 
-from alignment import DiagonalGaussian, kl_divergence, kl_standard_normal, product_of_experts, reparameterize
+from crossmodal.gaussian import DiagonalGaussian, kl_divergence, kl_standard_normal, product_of_experts, reparameterize
 
 
 def test_poe_closed_form_two_experts_and_prior():

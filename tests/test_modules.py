@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from alignment.gaussian import DiagonalGaussian
+from crossmodal.gaussian import DiagonalGaussian
 from crossmodal.errors import ConfigError
 from crossmodal.registry import DECODERS, ENCODERS
 from decoders.base import Decoder

@@ -96,7 +96,7 @@ def test_unlabelled_batch_gives_no_pose_gradient(tiny_data, strategy):
 def test_masked_samples_get_no_gradient_through_batch_norm(tiny_data):
     """Half the batch unlabelled: the heatmap decoder (batch norm) must neither pass those samples
     gradient nor let them change the labelled samples' loss."""
-    from alignment.gaussian import DiagonalGaussian
+    from crossmodal.gaussian import DiagonalGaussian
 
     cfg, module = build(tiny_data, "model.strategy=extended", "model.decoders=[pose_mlp,heatmap_dcgan]")
     strategy = module.strategy.train()
@@ -118,7 +118,7 @@ def test_masked_samples_get_no_gradient_through_batch_norm(tiny_data):
 def test_one_decode_for_several_latents_equals_separate_decodes(tiny_data):
     """S3/S4 stack their latents into one decode per decoder; without batch norm in the decoders
     that is exactly the separate calls, masks included."""
-    from alignment.gaussian import DiagonalGaussian
+    from crossmodal.gaussian import DiagonalGaussian
 
     cfg, module = build(tiny_data, "model.strategy=poe", "model.decoders=[pose_mlp,cloud_foldingnet]")
     strategy = module.strategy.train()
