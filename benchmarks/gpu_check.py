@@ -431,7 +431,7 @@ def run_config(plan: Plan, cache_dir: Path, work: Path, extra: list[str] | None 
 
 def prepare(plan: Plan, cache_dir: Path) -> list[Path]:
     """Generate the run's synthetic frames in a scratch folder, cache them into ``cache_dir``, drop the frames."""
-    from crossmodal.train import build_datamodule
+    from crossmodal.data.datamodule import build_datamodule
 
     scratch = Path(tempfile.mkdtemp(prefix="gpucheck-frames-"))
     try:
@@ -450,7 +450,8 @@ def short_run(plan: Plan, budget: Budget, cache_dir: Path, work: Path) -> dict[s
     from crossmodal.data.cache import check_cache
     from crossmodal.data.datamodule import CrossmodalDataModule
     from crossmodal.module import CrossmodalModule
-    from crossmodal.train import build_trainer, run_directory, validation_curve
+    from crossmodal.runlog import run_directory, validation_curve
+    from crossmodal.train import build_trainer
 
     class CarriedCache(CrossmodalDataModule):
         """The caches were built on another machine (--prepare): there are no frames here to build from."""

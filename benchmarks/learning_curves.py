@@ -25,7 +25,9 @@ from omegaconf import OmegaConf
 from crossmodal.config import Config
 from crossmodal.fit_check import epe, predictions
 from crossmodal.metrics import protocol_millimetres
-from crossmodal.train import build_datamodule, load_trained_module, logged
+from crossmodal.data.datamodule import build_datamodule
+from crossmodal.runlog import logged
+from crossmodal.trained import load_trained_module
 
 
 def validation_log(run_dir: Path) -> list[tuple[int, float, float]]:

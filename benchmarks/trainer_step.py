@@ -27,7 +27,8 @@ from omegaconf import OmegaConf
 from crossmodal.config import load_config
 from crossmodal.io import atomic_write_text
 from crossmodal.module import CrossmodalModule
-from crossmodal.train import _precision, build_datamodule
+from crossmodal.data.datamodule import build_datamodule
+from crossmodal.train import _precision
 
 DEFAULT_VARIANTS = ["S1=model.strategy=crossmodal", "S4=model.strategy=poe"]
 

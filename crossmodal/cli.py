@@ -99,7 +99,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 )
 def cmd_prepare(args: argparse.Namespace) -> int:
     from crossmodal.config import load_config
-    from crossmodal.train import build_datamodule
+    from crossmodal.data.datamodule import build_datamodule
 
     cfg = load_config(*_split_config_arg(args))
     datamodule = build_datamodule(cfg)

@@ -191,7 +191,7 @@ def export_safetensors(model: InferenceModel, graph: RGBInferenceGraph, path: Pa
 
 def reloaded_graph(path: Path, graph: RGBInferenceGraph) -> RGBInferenceGraph:
     """The same graph built from a safetensors file by ``load_trained_module``, as a user would load it."""
-    from crossmodal.train import load_trained_module
+    from crossmodal.trained import load_trained_module
 
     return RGBInferenceGraph(load_trained_module(path).strategy, graph.cloud_decoder is not None).eval()
 

@@ -40,7 +40,7 @@ def load_samples(model: InferenceModel, count: int, overrides: Sequence[str] = (
     import torch
 
     from crossmodal.config import with_overrides
-    from crossmodal.train import build_datamodule
+    from crossmodal.data.datamodule import build_datamodule
 
     if split not in ("test", "val"):
         raise ConfigError(f"split: expected 'test' or 'val', got {split!r}")

@@ -44,7 +44,8 @@ def training_frames_epe(ckpt: str | Path, frames: int = TRAIN_FRAMES) -> float:
     from omegaconf import OmegaConf
 
     from crossmodal.config import Config
-    from crossmodal.train import build_datamodule, load_trained_module
+    from crossmodal.data.datamodule import build_datamodule
+    from crossmodal.trained import load_trained_module
 
     module = load_trained_module(ckpt).eval()
     cfg = OmegaConf.merge(OmegaConf.structured(Config), module.cfg)

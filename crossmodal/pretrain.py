@@ -79,7 +79,7 @@ def pretrain(cfg: Any, settings: PretrainSettings, out: Path, progress: bool = T
     from omegaconf import OmegaConf
 
     from crossmodal.io import atomic_write_text
-    from crossmodal.train import build_datamodule
+    from crossmodal.data.datamodule import build_datamodule
 
     settings.check()
     data_cfg = OmegaConf.merge(cfg, {"data": {"labeled_fraction": 1.0, "drop_unlabeled": False, "labeled_per_batch": 0,

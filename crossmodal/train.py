@@ -20,11 +20,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from crossmodal.config import save_config
+from crossmodal.data.datamodule import build_datamodule
 from crossmodal.errors import ConfigError, CrossmodalError
-
-
-#: Tensor-name prefix of a hand finder's weights in a shared safetensors model (export --finder).
-FINDER_PREFIX = "finder."
+from crossmodal.runlog import point_latest, run_directory, set_aside_csv_log
+from crossmodal.trained import check_compatible, load_checkpoint_config, load_trained_module
 
 
 @dataclass
@@ -36,59 +35,6 @@ class RunResult:
     # A resumed run's parts before this process, to their last checkpoint (crossmodal.clock).
     earlier_s: float = 0.0
     earlier_thread_s: float = 0.0
-
-
-# ---------------------------------------------------------------------- run folders
-
-def run_directory(cfg: DictConfig) -> Path:
-    return Path(cfg.out_dir) / cfg.name
-
-
-def point_latest(run_dir: Path, link: str = "latest") -> None:
-    """Atomically make ``<out_dir>/<link>`` (default ``latest``) a symlink to ``run_dir``."""
-    latest = run_dir.parent / link
-    tmp = run_dir.parent / f".{link}.{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(run_dir.name)
-    os.replace(tmp, latest)
-
-
-def set_aside_csv_log(run_dir: Path) -> None:
-    """Lightning's CSVLogger deletes an existing ``csv/metrics.csv`` when a run resumes; rename
-    it to ``csv/metrics.part<k>.csv`` first, so the epochs before the interruption stay logged."""
-    current = run_dir / "csv" / "metrics.csv"
-    if current.is_file():
-        k = len(list(current.parent.glob("metrics.part*.csv")))
-        current.rename(current.with_name(f"metrics.part{k}.csv"))
-
-
-def logged(run_dir: Path, *columns: str) -> list[dict[str, float]]:
-    """The CSV log rows holding every one of ``columns`` (plus ``step``), in step order, including
-    the logs set aside by resumed runs. A step logged twice (work after the last checkpoint of an
-    interrupted run, redone on resume) keeps its latest value."""
-    import csv
-
-    folder = run_dir / "csv"
-    parts = sorted(folder.glob("metrics.part*.csv"), key=lambda p: int(p.stem.removeprefix("metrics.part") or 0))
-    by_step: dict[int, dict[str, float]] = {}
-    for path in [*parts, folder / "metrics.csv"]:
-        if path.is_file():
-            with path.open() as f:
-                for r in csv.DictReader(f):
-                    if all(r.get(c) for c in columns):
-                        by_step[int(r["step"])] = {"step": int(r["step"]), **{c: float(r[c]) for c in columns}}
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def validation_curve(run_dir: Path) -> list[float]:
-    """Validation EPE at each validation (one or more an epoch: trainer.val_check_interval)."""
-    return [r["val/epe_mean"] for r in logged(run_dir, "val/epe_mean")]
-
-
-def lr_curve(run_dir: Path) -> list[float]:
-    """The learning rate as logged during training (every trainer.log_every_n_steps)."""
-    return [r["lr-Adam"] for r in logged(run_dir, "lr-Adam")]
 
 
 def resolve_resume(cfg: DictConfig) -> str | None:
@@ -110,92 +56,6 @@ def resolve_resume(cfg: DictConfig) -> str | None:
         raise ConfigError(f"resume: {path} is a shared safetensors model (weights and config, no optimizer or "
                           "loop state); resume from a run's Lightning .ckpt, e.g. checkpoints/last.ckpt")
     return str(path)
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(stored config, whole checkpoint) of a Lightning checkpoint or a shared safetensors file,
-    read once and without running anything in it (``crossmodal.checkpoints``); a missing,
-    foreign or refused file is a one-line error."""
-    from crossmodal.checkpoints import is_safetensors, load_weights_only, read_safetensors
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    if is_safetensors(path):
-        config, state = read_safetensors(path)
-        ckpt: Any = {"state_dict": {k: v for k, v in state.items() if not k.startswith(FINDER_PREFIX)}}
-        if "finder" in config and "model" in config:  # a pose model shared with its hand finder
-            finder_state = {k.removeprefix(FINDER_PREFIX): v for k, v in state.items() if k.startswith(FINDER_PREFIX)}
-            ckpt["finder"] = {"config": config.pop("finder"), "state_dict": finder_state}
-    else:
-        ckpt = load_weights_only(path)
-        try:
-            config = ckpt["hyper_parameters"]["config"]
-        except (KeyError, TypeError, IndexError):
-            raise ConfigError(f"{path}: not a crossmodal checkpoint (no hyper_parameters.config)") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: not a crossmodal checkpoint (its config is of type {type(config).__name__}, expected a mapping)")
-    return config, ckpt
-
-
-def load_checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """The resolved config stored in a checkpoint; a missing or foreign file is a one-line error."""
-    return read_checkpoint(path)[0]
-
-
-def without_pretrained_paths(config: dict[str, Any]) -> dict[str, Any]:
-    """A stored config with every encoder's ``pretrained_path`` cleared: a trained model's weights
-    come from its checkpoint, so the ImageNet file that initialised training need not exist."""
-    import copy
-
-    config = copy.deepcopy(config)
-    for options in (config.get("model", {}).get("encoder_options") or {}).values():
-        if isinstance(options, dict) and options.get("pretrained_path"):
-            options["pretrained_path"] = None
-    return config
-
-
-def load_trained_module(path: str | Path) -> Any:
-    """The CrossmodalModule of a checkpoint with its trained weights; a missing, corrupt or
-    foreign file, or weights that do not fit the stored config, is a one-line ConfigError."""
-    return load_trained(path)[0]
-
-
-def load_trained(path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """(module, the whole checkpoint) read once: :func:`load_trained_module` and what else the file holds."""
-    from crossmodal.module import CrossmodalModule
-
-    path = Path(path)
-    config, ckpt = read_checkpoint(path)
-    if "finder" in config and "model" not in config:
-        raise ConfigError(f"{path} is a hand finder, not a pose model; give it with --finder and a pose model with --ckpt")
-    stored = without_pretrained_paths(config)
-    state = ckpt.get("state_dict")
-    if not isinstance(state, dict):
-        raise ConfigError(f"{path}: not a crossmodal checkpoint (no state_dict)")
-    module = CrossmodalModule(stored)
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ConfigError(f"{path}: its weights do not fit the model its config describes ({' '.join(str(exc).split())[:200]})") from None
-    return module, ckpt
-
-
-def check_compatible(ckpt_config: dict[str, Any], cfg: DictConfig, path: str | Path) -> None:
-    """A checkpoint from another strategy or model config cannot be loaded: say which key differs."""
-    theirs = OmegaConf.create(ckpt_config).model
-    ours = cfg.model
-    if theirs.strategy != ours.strategy:
-        raise ConfigError(f"{path} was trained with strategy {theirs.strategy!r}, not {ours.strategy!r}")
-    for key in ("latent_dim", "encoders", "decoders", "encoder_options", "decoder_options", "joint_hidden"):
-        a, b = OmegaConf.to_container(theirs)[key], OmegaConf.to_container(ours)[key]
-        if a != b:
-            raise ConfigError(f"{path} was trained with model.{key}={a}, this config has model.{key}={b}")
-    if ckpt_config["data"]["preprocess"]["crop_size"] != cfg.data.preprocess.crop_size:
-        raise ConfigError(
-            f"{path} was trained with data.preprocess.crop_size={ckpt_config['data']['preprocess']['crop_size']}, "
-            f"this config has {cfg.data.preprocess.crop_size}"
-        )
 
 
 # ---------------------------------------------------------------------- trainer
@@ -304,12 +164,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, with_loggers: bool = True) -> 
         enable_progress_bar=bool(t.progress),
         enable_model_summary=False,
     )
-
-
-def build_datamodule(cfg: DictConfig) -> Any:
-    from crossmodal.data.datamodule import CrossmodalDataModule
-
-    return CrossmodalDataModule(OmegaConf.to_object(cfg.data), progress=bool(cfg.trainer.progress))
 
 
 # ---------------------------------------------------------------------- train / eval

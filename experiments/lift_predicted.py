@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from crossmodal.data.cache import CacheReader
-from crossmodal.train import load_trained_module
+from crossmodal.trained import load_trained_module
 from experiments.lifting_bound import fit, inputs, load, score
 
 

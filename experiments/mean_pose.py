@@ -17,7 +17,7 @@ import torch
 
 from crossmodal.config import load_config
 from crossmodal.metrics import KeypointMetrics
-from crossmodal.train import build_datamodule
+from crossmodal.data.datamodule import build_datamodule
 
 
 def mean_pose_epe(cfg) -> dict[str, float]:

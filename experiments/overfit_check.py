@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from crossmodal.config import load_config
 from crossmodal.module import CrossmodalModule
-from crossmodal.train import build_datamodule
+from crossmodal.data.datamodule import build_datamodule
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from crossmodal.config import load_config
 from crossmodal.io import atomic_write_text
 from crossmodal.module import CrossmodalModule
-from crossmodal.train import build_datamodule
+from crossmodal.data.datamodule import build_datamodule
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:

@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> list[str]:
     """Overrides pointing at a tiny synthetic dataset whose caches are already built."""
-    from crossmodal.train import build_datamodule
+    from crossmodal.data.datamodule import build_datamodule
 
     work: Path = tmp_path_factory.mktemp("tiny")
     overrides = TINY_OVERRIDES + [f"data.root={work / 'synthetic'}", f"data.cache_dir={work / 'cache'}"]

@@ -146,7 +146,7 @@ def test_run_folder_checkpoints_report_and_latest_link(tiny_finder):
 
 
 def test_finder_checkpoint_is_not_a_pose_model(tiny_finder, tiny_checkpoints):
-    from crossmodal.train import load_trained_module
+    from crossmodal.trained import load_trained_module
 
     with pytest.raises(ConfigError, match="is a hand finder, not a pose model; give it with --finder"):
         load_trained_module(tiny_finder / "checkpoints" / "best.ckpt")

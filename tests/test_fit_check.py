@@ -8,7 +8,9 @@ from omegaconf import OmegaConf
 
 from crossmodal.config import Config
 from crossmodal.fit_check import epe, predictions, training_frames_epe
-from crossmodal.train import build_datamodule, evaluate_checkpoint, load_trained_module
+from crossmodal.data.datamodule import build_datamodule
+from crossmodal.train import evaluate_checkpoint
+from crossmodal.trained import load_trained_module
 
 
 @pytest.mark.parametrize("strategy", ["poe", "crossmodal"])

@@ -250,7 +250,7 @@ def test_frames_that_keep_only_their_2d_labels_train_the_2d_terms_and_not_the_3d
     from omegaconf import OmegaConf
 
     from crossmodal.module import CrossmodalModule
-    from crossmodal.train import build_datamodule
+    from crossmodal.data.datamodule import build_datamodule
 
     cfg = load_config(None, [*tiny_data, "model.strategy=poe", "data.labeled_fraction=0.5", "data.unlabeled_2d=true",
                              "model.encoder_options.rgb_resnet18.keypoints=true"])

@@ -21,7 +21,7 @@ from crossmodal.predict import (
     predict_image,
 )
 from crossmodal.registry import DATASETS
-from crossmodal.train import build_datamodule
+from crossmodal.data.datamodule import build_datamodule
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

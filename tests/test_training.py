@@ -13,7 +13,8 @@ import torch
 from crossmodal.cli import main
 from crossmodal.config import load_config
 from crossmodal.module import CrossmodalModule, beta_at
-from crossmodal.train import build_datamodule, validation_curve
+from crossmodal.data.datamodule import build_datamodule
+from crossmodal.runlog import validation_curve
 
 STRATEGIES = ["crossmodal", "extended", "kl_align", "poe", "regressor"]
 

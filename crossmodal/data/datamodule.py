@@ -284,3 +284,10 @@ class CrossmodalDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         training = bool(trainer is not None and trainer.training)
         return self.finish_batch(batch, augment=training)
+
+
+def build_datamodule(cfg: Any) -> "CrossmodalDataModule":
+    """The data module of a run's config (its ``data`` section; progress bars as ``trainer.progress``)."""
+    from omegaconf import OmegaConf
+
+    return CrossmodalDataModule(OmegaConf.to_object(cfg.data), progress=bool(cfg.trainer.progress))

@@ -15,7 +15,7 @@ from typing import Any
 
 from crossmodal.errors import ConfigError
 from crossmodal.experiment.manifest import Row
-from crossmodal.train import lr_curve, validation_curve
+from crossmodal.runlog import lr_curve, validation_curve
 
 #: Metrics summarised per row (keys of metrics.json), with their table headings.
 SUMMARY = {"epe_mean": "EPE mean (mm)", "epe_median": "EPE median (mm)", "auc_0_50": "AUC 0-50", "auc_20_50": "AUC 20-50"}

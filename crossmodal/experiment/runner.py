@@ -16,7 +16,7 @@ from crossmodal.experiment.manifest import MANIFEST, Experiment, Row, config_key
 from crossmodal.experiment.records import (FINISHED, SUMMARY, Outcome, finished_outcome, git_commit,
                                            measure_train_epe, record_path, write_record)
 from crossmodal.experiment.tables import duration, write_results
-from crossmodal.train import lr_curve, validation_curve
+from crossmodal.runlog import lr_curve, validation_curve
 
 
 def _one_line(exc: BaseException) -> str:
@@ -115,7 +115,7 @@ def prepare_data(configs: list[Any]) -> None:
     runs building the same cache at once would race on its file."""
     from omegaconf import OmegaConf
 
-    from crossmodal.train import build_datamodule
+    from crossmodal.data.datamodule import build_datamodule
 
     seen = set()
     for cfg in configs:

@@ -38,7 +38,7 @@ def _bundle(model: Any, finder: Any, path: Path) -> tuple[float, str]:
 
     from crossmodal.checkpoints import write_safetensors
     from crossmodal.export import example_batch, inference_graph, reloaded_graph
-    from crossmodal.train import FINDER_PREFIX
+    from crossmodal.trained import FINDER_PREFIX
 
     config = {**OmegaConf.to_container(model.module.cfg, resolve=True), "finder": finder.config}
     state = {**model.module.state_dict(), **{FINDER_PREFIX + k: v for k, v in finder.net.state_dict().items()}}

@@ -104,7 +104,7 @@ def train_finder(cfg: DictConfig) -> FinderRun:
     from crossmodal.config import save_config
     from crossmodal.errors import DataError
     from crossmodal.finder.module import FinderModule
-    from crossmodal.train import point_latest
+    from crossmodal.runlog import point_latest
 
     started = time.time()
     if not cfg.name:

@@ -78,7 +78,7 @@ def load_model(path: str | Path) -> InferenceModel:
     from omegaconf import OmegaConf
 
     from crossmodal.config import Config
-    from crossmodal.train import load_trained
+    from crossmodal.trained import load_trained
 
     module, ckpt = load_trained(path)
     module.eval()
