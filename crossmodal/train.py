@@ -11,7 +11,6 @@ newest run that has a checkpoint (the data is checked before a run folder is mad
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -7,7 +7,7 @@ import sys, torch; sys.path.insert(0,'.')
 torch.set_num_threads(1)
 from crossmodal.data.datamodule import build_datamodule
 from crossmodal.trained import load_trained_module
-from encoders.rgb_resnet18 import soft_argmax
+from encoders.keypoints import soft_argmax
 m = load_trained_module(sys.argv[1]); cfg = m.cfg
 from omegaconf import OmegaConf
 from crossmodal.config import Config

@@ -9,7 +9,7 @@ import numpy as np
 from crossmodal.data.cache import CacheReader
 from crossmodal.registry import ENCODERS
 import encoders
-from encoders.rgb_resnet18 import keypoint_loss
+from encoders.keypoints import keypoint_loss
 r = CacheReader(sys.argv[1])
 S=[r[i] for i in range(64)]
 img=torch.from_numpy(np.stack([s["image"] for s in S])).permute(0,3,1,2).float()/255

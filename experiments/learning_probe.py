@@ -32,7 +32,7 @@ from crossmodal.data.cache import CacheReader
 from crossmodal.data.heatmaps import make_heatmaps
 from crossmodal.data.joints import BONES
 from crossmodal.metrics import KeypointMetrics
-from encoders.rgb_resnet18 import IMAGENET_MEAN, IMAGENET_STD, ResNet18Trunk
+from encoders.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNet18Trunk
 
 
 def load(path: str, rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:

@@ -179,7 +179,7 @@ def test_shape_error_messages_read_as_documented():
 
 
 def test_soft_argmax_equals_its_naive_twin():
-    from encoders.rgb_resnet18 import soft_argmax
+    from encoders.keypoints import soft_argmax
 
     maps = torch.randn(2, 21, 16, 16, generator=generator(12)) * 3
     uv = soft_argmax(maps, crop_size=64)
