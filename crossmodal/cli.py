@@ -187,7 +187,7 @@ def _finder_eval_args(p: argparse.ArgumentParser) -> None:
 
 @command("finder-eval", "end-to-end EPE/AUC on the test split with finder crops vs ground-truth crops")(_finder_eval_args)
 def cmd_finder_eval(args: argparse.Namespace) -> int:
-    from crossmodal.finder.end_to_end import end_to_end
+    from crossmodal.pipeline.end_to_end import end_to_end
     from crossmodal.finder.model import resolve_finder
     from crossmodal.report import write_metrics_json
 
@@ -358,7 +358,13 @@ def _image_size(text: str) -> tuple[int, int]:
 def cmd_export(args: argparse.Namespace) -> int:
     from crossmodal.export import TOLERANCE, export_checkpoint
 
-    result = export_checkpoint(args.ckpt, args.format, args.out, args.cloud, args.finder, _image_size(args.image_size))
+    if args.finder:
+        from crossmodal.pipeline.export import export_checkpoint_with_finder
+
+        result = export_checkpoint_with_finder(args.ckpt, args.finder, args.format, args.out, args.cloud,
+                                               _image_size(args.image_size))
+    else:
+        result = export_checkpoint(args.ckpt, args.format, args.out, args.cloud)
     size = result.crop_size
     if args.format == "safetensors":
         bundled = " and the hand finder's" if args.finder else ""

@@ -242,23 +242,17 @@ def check_export(graph: nn.Module, path: Path, fmt: str, images: int | Tensor,
         return _max_difference(reference, [t.numpy() for t in loaded(*inputs)]), checker
 
 
-def export_checkpoint(ckpt: str | Path, fmt: str = "onnx", out: str | Path | None = None, cloud: bool | None = None,
-                      finder: str | Path | None = None, image_size: tuple[int, int] = (320, 320),
-                      check_images: np.ndarray | None = None) -> ExportResult:
-    """``python -m crossmodal export``: write the inference graph and check it against PyTorch.
-
-    With ``finder``: safetensors bundles the finder with the model (predict then needs nothing
-    else); ONNX and TorchScript export the whole image -> joints graph for images of
-    ``image_size`` (H, W), checked on ``check_images`` (N, H, W, 3) uint8 when given.
-    """
+def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    model = load_model(ckpt)
-    if finder is not None:
-        from crossmodal.finder.export import export_with_finder
 
-        return export_with_finder(model, finder, fmt, Path(out) if out else default_path(ckpt, fmt), cloud,
-                                  image_size, check_images)
+
+def export_checkpoint(ckpt: str | Path, fmt: str = "onnx", out: str | Path | None = None,
+                      cloud: bool | None = None) -> ExportResult:
+    """``python -m crossmodal export``: write the crop -> pose graph and check it against PyTorch
+    (with ``--finder``: ``crossmodal.pipeline.export.export_checkpoint_with_finder``)."""
+    check_format(fmt)
+    model = load_model(ckpt)
     graph = inference_graph(model, cloud)
     path = Path(out) if out else default_path(ckpt, fmt)
     size = model.crop_size

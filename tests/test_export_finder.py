@@ -12,7 +12,7 @@ from PIL import Image
 
 from crossmodal.cli import main
 from crossmodal.export import run_onnx
-from crossmodal.finder.export import default_K
+from crossmodal.pipeline.export import default_K, export_checkpoint_with_finder
 from crossmodal.finder.model import load_finder
 from crossmodal.predict import load_model, predict_image
 
@@ -25,12 +25,11 @@ def eval_images(tiny_data: list[str], count: int) -> list[Path]:
 
 
 def test_image_to_joints_onnx_matches_pytorch_and_predict(tiny_data, tiny_checkpoints, tiny_finder, tmp_path, capsys):
-    from crossmodal.export import export_checkpoint
-
     finder_ckpt = tiny_finder / "checkpoints" / "best.ckpt"
     paths = eval_images(tiny_data, 3)
     images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
-    result = export_checkpoint(tiny_checkpoints["poe"], "onnx", tmp_path / "full.onnx", None, finder_ckpt, (320, 320), images)
+    result = export_checkpoint_with_finder(tiny_checkpoints["poe"], finder_ckpt, "onnx", tmp_path / "full.onnx", None,
+                                           (320, 320), images)
     assert result.checked_with == "onnxruntime" and result.max_difference <= 1e-4, result
     assert result.outputs == ("pose", "cloud", "box", "right", "found")
     model, finder = load_model(tiny_checkpoints["poe"]), load_finder(finder_ckpt)
@@ -52,7 +51,6 @@ def test_oriented_left_mirroring_model_exports_with_the_finder(tiny_data, tiny_f
     """The CPU profile's preprocessing (orient + mirror_left) in the image -> joints graph runs in
     onnxruntime as in PyTorch (onnxruntime has no Where over booleans: the graph's masks are float)."""
     from crossmodal.config import load_config
-    from crossmodal.export import export_checkpoint
     from crossmodal.train import train
 
     cfg = load_config(None, [*tiny_data, "model.strategy=crossmodal", f"out_dir={tmp_path}", "name=canonical",
@@ -60,19 +58,19 @@ def test_oriented_left_mirroring_model_exports_with_the_finder(tiny_data, tiny_f
                              f"data.cache_dir={tmp_path / 'cache'}"])
     ckpt = train(cfg).best_checkpoint
     images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in eval_images(tiny_data, 3)])
-    result = export_checkpoint(ckpt, "onnx", tmp_path / "canonical.onnx", None,
-                               tiny_finder / "checkpoints" / "best.ckpt", (320, 320), images)
+    result = export_checkpoint_with_finder(ckpt, tiny_finder / "checkpoints" / "best.ckpt", "onnx",
+                                           tmp_path / "canonical.onnx", None, (320, 320), images)
     assert result.checked_with == "onnxruntime" and result.max_difference <= 1e-4, result
 
 
 def test_graph_roll_equals_the_training_pipelines(tiny_data):
-    """The graph's batched roll (crossmodal.finder.graph.roll_upright) turns a hand mask as
+    """The graph's batched roll (crossmodal.pipeline.graph.roll_upright) turns a hand mask as
     geometry.roll_upright turns its pixels, and an empty or a whole-image (isotropic) mask is
     not turned."""
     import torch
 
     from crossmodal.data import geometry
-    from crossmodal.finder.graph import roll_upright
+    from crossmodal.pipeline.graph import roll_upright
 
     root = Path(next(o.split("=", 1)[1] for o in tiny_data if o.startswith("data.root="))) / "evaluation" / "mask"
     masks = [np.asarray(Image.open(p)) for p in sorted(root.glob("*.png"))[:3]]
@@ -95,7 +93,7 @@ def test_graph_mirrors_and_turns_the_crop_as_predict_does(mirror_left, tiny_data
     """A model trained with preprocess.orient (and mirror_left): the crop the image -> joints graph
     feeds the encoder is predict's crop with the finder (mirrored when the finder says left), up to
     the graph's supersampling; its pose is predict's."""
-    from crossmodal.finder.graph import ImageToJoints
+    from crossmodal.pipeline.graph import ImageToJoints
 
     model, finder = load_model(tiny_checkpoints["poe"]), load_finder(tiny_finder / "checkpoints" / "best.ckpt")
     model.config.data.preprocess.orient = True

@@ -147,7 +147,7 @@ def test_finder_eval_ground_truth_crops_reproduce_the_evaluation(canonical, tiny
     a model trained with preprocess.orient and mirror_left (each frame turned by its mask and a
     left hand mirrored by its labelled side, then mirrored back)."""
     from crossmodal.config import load_config
-    from crossmodal.finder.end_to_end import end_to_end
+    from crossmodal.pipeline.end_to_end import end_to_end
     from crossmodal.train import evaluate, train
 
     ckpt = tiny_checkpoints["crossmodal"]

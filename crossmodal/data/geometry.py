@@ -83,7 +83,7 @@ def roll_upright(points_uv: np.ndarray) -> np.ndarray:
     """Rotation ``Rz`` about the view axis that turns the long axis of a 2D point set upright.
 
     ``points_uv`` (N, 2) are the hand's pixels in a view-corrected crop. Their principal axis
-    (largest second moment, in closed form so that the ONNX graph of ``crossmodal.finder.graph``
+    (largest second moment, in closed form so that the ONNX graph of ``crossmodal.pipeline.graph``
     computes the same) is signed towards the wider half of the set: the fingers' half of a hand
     is wider than the wrist's. On the synthetic training frames that sign agrees with the
     wrist -> middle-knuckle direction in 75% of them, against 61% for the third moment along

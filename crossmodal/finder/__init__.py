@@ -10,5 +10,7 @@
 ``metrics``  mask IoU, box IoU and side accuracy at full resolution
 ``train``    the run: folder, checkpoints, evaluation report, runs/latest-finder
 ``model``    a trained finder loaded for inference, and where predict finds one
-``end_to_end`` pose EPE/AUC with finder crops against ground-truth crops
+
+The finder and a pose model together (the image -> joints graph, ``export --finder``,
+``finder-eval``) live in ``crossmodal.pipeline``.
 """

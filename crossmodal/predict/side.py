@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Hands each dataset's frames show, unmirrored (crossmodal/data/rhd.py: the evaluated hand is
-#: either one; the synthetic generator renders left and right hands; crossmodal/data/stb.py:
-#: every STB sequence shows the subject's left hand).
-TRAINING_HANDS = {"rhd": ("left", "right"), "synthetic": ("left", "right"), "stb": ("left",)}
-
+from crossmodal.data.sides import TRAINING_HANDS, training_hands  # noqa: F401  (predict exports them)
 
 @dataclass(frozen=True)
 class HandPlan:
@@ -19,12 +15,6 @@ class HandPlan:
     mirror: bool
     training_hands: str
     statement: str
-
-
-def training_hands(dataset: str, mirror_left: bool = False) -> tuple[str, ...] | None:
-    """The sides a model saw: right only with ``preprocess.mirror_left`` (its left hands were
-    mirrored), else those of its dataset; None when predict does not know the dataset."""
-    return ("right",) if mirror_left else TRAINING_HANDS.get(dataset)
 
 
 def plan_hand(dataset: str, side: str | None, side_source: str, mirror_left: bool = False) -> HandPlan:

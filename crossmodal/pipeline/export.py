@@ -2,7 +2,7 @@
 
 * safetensors: one pickle-free file holding both (tensors ``finder.*`` and the finder's config
   under the key ``finder``); ``predict --ckpt FILE`` then finds the hand on its own.
-* ONNX / TorchScript: the image -> joints graph of ``crossmodal.finder.graph`` for images of a
+* ONNX / TorchScript: the image -> joints graph of ``crossmodal.pipeline.graph`` for images of a
   fixed size, checked against PyTorch like every export.
 """
 
@@ -15,8 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossmodal.finder.graph import ImageToJoints
+from crossmodal.export import (ExportResult, check_export, check_format, default_path, example_batch, export_onnx,
+                               export_torchscript, graph_metadata, inference_graph, reloaded_graph)
 from crossmodal.finder.model import load_finder
+from crossmodal.pipeline.graph import ImageToJoints
+from crossmodal.predict import load_model
 
 
 def example_inputs(image_size: tuple[int, int], count: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,7 +40,6 @@ def _bundle(model: Any, finder: Any, path: Path) -> tuple[float, str]:
     from omegaconf import OmegaConf
 
     from crossmodal.checkpoints import write_safetensors
-    from crossmodal.export import example_batch, inference_graph, reloaded_graph
     from crossmodal.trained import FINDER_PREFIX
 
     config = {**OmegaConf.to_container(model.module.cfg, resolve=True), "finder": finder.config}
@@ -53,8 +55,6 @@ def _bundle(model: Any, finder: Any, path: Path) -> tuple[float, str]:
 
 def export_with_finder(model: Any, finder_path: str | Path, fmt: str, path: Path, cloud: bool | None,
                        image_size: tuple[int, int], check_images: np.ndarray | None) -> Any:
-    from crossmodal.export import ExportResult, check_export, export_torchscript, graph_metadata, export_onnx
-
     finder = load_finder(finder_path)
     if fmt == "safetensors":
         difference, checker = _bundle(model, finder, path)
@@ -82,3 +82,14 @@ def _metadata(graph: ImageToJoints, finder: Any) -> dict[str, str]:
         "crossmodal.frame": "pose/cloud: root-relative, divided by bone 12->11, in the image's camera; box: pixel edges",
         "crossmodal.finder": json.dumps({"source": finder.source, **finder.config["finder"]}),
     }
+
+
+def export_checkpoint_with_finder(ckpt: str | Path, finder: str | Path, fmt: str = "onnx", out: str | Path | None = None,
+                                  cloud: bool | None = None, image_size: tuple[int, int] = (320, 320),
+                                  check_images: np.ndarray | None = None) -> ExportResult:
+    """``python -m crossmodal export --finder``: safetensors bundles the finder with the model (predict
+    then needs nothing else); ONNX and TorchScript export the whole image -> joints graph for images
+    of ``image_size`` (H, W), checked on ``check_images`` (N, H, W, 3) uint8 when given."""
+    check_format(fmt)
+    return export_with_finder(load_model(ckpt), finder, fmt, Path(out) if out else default_path(ckpt, fmt), cloud,
+                              image_size, check_images)

@@ -108,7 +108,7 @@ class ImageToJoints(nn.Module):
         self.orient = bool(pre.orient)
         # A model that saw one side only gets the other side mirrored, as predict does
         # (crossmodal.predict.side.plan_hand): "right" / "left" is the side it saw, "" both.
-        from crossmodal.predict.side import training_hands
+        from crossmodal.data.sides import training_hands
 
         sides = training_hands(str(model.config.data.dataset), bool(pre.mirror_left)) or ("left", "right")
         self.only_side = sides[0] if len(sides) == 1 else ""
