@@ -17,7 +17,7 @@ DATA_ROOT ?=
 CONFIG ?=
 ARGS ?=
 PYTEST_ARGS ?=
-# `make test` runs one pytest worker a core, whole files to a worker (tests/conftest.py groups them).
+# `make test` runs one pytest worker a core, whole files to a worker (module fixtures are built once).
 TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 # The paper's experiments run by `make experiments` (Table 2 needs the real datasets: add it
 # with EXPERIMENTS=experiments/table2 ARGS="data.root=..."). keypoint_stage, weak_share,
@@ -72,7 +72,7 @@ plan: $(STAMP)  ## what `make experiments` has left to train, as scripts/campaig
 	$(PY) -m crossmodal experiment $(EXPERIMENTS) --plan $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)  ## speed benchmarks (data, kernels, training step); results go to benchmarks/results/
 	$(PY) benchmarks/synth_speed.py

@@ -38,15 +38,6 @@ TINY_OVERRIDES = [
 ]
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Whole files to a worker under `make test` (module fixtures are built once), and every file
-    that needs the trained tiny finder to the same worker, so that it is trained once."""
-    finder_modules = {item.module.__name__ for item in items if "tiny_finder" in getattr(item, "fixturenames", ())}
-    for item in items:
-        name = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group("tiny_finder" if name in finder_modules else name))
-
-
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> list[str]:
     """Overrides pointing at a tiny synthetic dataset whose caches are already built."""
