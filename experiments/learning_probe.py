@@ -9,7 +9,8 @@ cache, same augmentation (crossmodal.data.augment) and the same evaluation proto
     python experiments/learning_probe.py --cache data/cache/synthetic_training_<hash>.h5 \
         --test data/cache/synthetic_evaluation_<hash>.h5 --steps 1000 [--head flatten] ...
 
-Prints validation EPE against wall time and, at the end, train / val / test EPE.
+Prints validation EPE against wall time and, at the end, train / val / test EPE. Runs on one
+torch thread unless PROBE_THREADS says otherwise.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 
 import numpy as np
 import torch
-
-torch.set_num_threads(int(__import__("os").environ.get("PROBE_THREADS", "1")))
 import torch.nn.functional as F
 from torch import nn
 
@@ -228,7 +228,10 @@ def epe(model: nn.Module, data: dict[str, torch.Tensor], batch: int = 200) -> fl
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    # One thread by default: probes run side by side on a 2-core machine, and their samples/s are
+    # compared with each other at that setting.
+    torch.set_num_threads(int(os.environ.get("PROBE_THREADS", "1")))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cache", required=True)
     p.add_argument("--test", required=True)
     p.add_argument("--frames", type=int, default=2000, help="frames of the cache used (0: all); 1800-1999 validate")

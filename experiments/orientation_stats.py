@@ -1,4 +1,4 @@
-"""How well a hand mask's long axis stands in for the palm's (learning study, third session).
+"""How well a hand mask's long axis stands in for the palm's (learning study, canonical hand).
 
     python experiments/orientation_stats.py --root data/synthetic --caches data/cache/synthetic_training_<hash>.h5 ...
 

@@ -242,6 +242,25 @@ def test_folder_of_images_with_matching_masks(tiny_data, tiny_checkpoints, tmp_p
     assert "has no cloud decoder; no cloud.ply is written" in out
 
 
+def test_a_bad_image_in_a_folder_is_reported_and_skipped(tiny_data, tiny_checkpoints, tmp_path, capsys):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for index in (0, 3):
+        image, mask, _ = eval_frame(tiny_data, index)
+        shutil.copy(image, images / image.name)
+        shutil.copy(mask, masks / mask.name)
+    (images / "00001.png").write_text("plain text, not a PNG")
+    shutil.copy(mask, masks / "00001.png")
+    code, out, err = run_predict(capsys, "--ckpt", tiny_checkpoints["crossmodal"], "--image", images,
+                                 "--mask", masks, "--out", tmp_path / "out")
+    assert code == 2
+    assert "00001.png: not a readable image" in out and "(skipped)" in out
+    assert "1 of 3 images skipped" in err and "the other 2 prediction folders are written" in err
+    for stem in ("00000", "00003"):
+        assert (tmp_path / "out" / stem / "joints.json").is_file()
+    assert not (tmp_path / "out" / "00001").exists()
+
+
 # ------------------------------------------------------------------------- bad input
 
 

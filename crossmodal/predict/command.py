@@ -43,7 +43,9 @@ def predict_images(
     not), True requires one, False skips it. Without masks or a box the hand finder locates the
     hand (``finder``, else the one bundled with the model, else the latest finder run), unless
     ``whole_image``. Conversions, assumptions and images without a hand are printed as ``note:``
-    lines; returns the output folders written.
+    lines; returns the output folders written. In a batch, an image that cannot be read (or its
+    mask) is reported as an ``error:`` line and skipped, and after the others are written an
+    InputError names every one skipped.
     """
     from tqdm.auto import tqdm
 
@@ -74,13 +76,20 @@ def predict_images(
     folders = _output_folders(files, Path(out))
     with_cloud = cloud is not False and model.has_cloud
     progress = tqdm(list(zip(files, folders)), desc="predict", unit="image", disable=len(files) < 2)
-    written_folders = []
+    written_folders, failed = [], []
     for i, (image, folder) in enumerate(progress):
         mask = mask_files[i] if mask_files else None
         try:
             pred = predict_image(model, image, mask, box, K, hand, bone_mm, with_cloud, hand_finder)
         except NoHandFound as exc:
             tqdm.write(f"note: {exc}")
+            continue
+        except InputError as exc:
+            if len(files) == 1:
+                raise
+            # one unreadable image or mismatched mask must not cost the rest of the batch
+            tqdm.write(f"error: {exc} (skipped)")
+            failed.append(image)
             continue
         for note in pred.notes:
             tqdm.write(f"note: {note}")
@@ -90,4 +99,7 @@ def predict_images(
                    f"{pred.units}; {side} hand{', mirrored for the model' if pred.hand.mirror else ''}"
                    f"{' (finder)' if pred.region.source == 'finder' and pred.hand.side_source != '--hand' else ''}")
         written_folders.append(folder)
+    if failed:
+        raise InputError(f"{len(failed)} of {len(files)} images skipped (errors above: {', '.join(str(f) for f in failed)}); "
+                         f"the other {len(written_folders)} prediction folders are written under {out}")
     return written_folders
