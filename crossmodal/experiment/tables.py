@@ -130,8 +130,8 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
     recorded = sum(o.status == "recorded" for o in outcomes)
     if recorded:
         lines.append(f"- {recorded} of the finished runs are known from their records only (`runs/<hash>.json` beside this "
-                     "table: metrics and curves): their run folders went with the machine that trained them")
-    lines += [f"- train+eval time of the finished runs (this and earlier invocations): {duration(row_time)}",
+                     "table: metrics and curves); their run folders (checkpoints, figures) are not in this checkout")
+    lines += [f"- train+eval time of the finished runs: {duration(row_time)}",
               "- cells: mean ± sample standard deviation over the seeds that finished (n)",
               "- per seed: each seed's test EPE mean, in the order of the seeds column",
               "- val EPE first / best / last: the validation curve (mean over seeds); last gain: what the last "
