@@ -8,6 +8,7 @@ in the environment turns the default (and only the default) off.
 
 ``export --format safetensors`` writes a file with no pickle at all: the module's state dict
 as tensors and the resolved config as JSON in the header, the form to share a model in.
+``read_checkpoint`` reads either into (stored config, checkpoint).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from crossmodal.errors import ConfigError
 
 #: safetensors metadata key holding the resolved config as JSON.
 CONFIG_KEY = "crossmodal.config"
+#: Tensor-name prefix of a hand finder's weights in a shared safetensors model (export --finder).
+FINDER_PREFIX = "finder."
 
 
 def _one_line(text: str) -> str:
@@ -94,3 +97,32 @@ def write_safetensors(path: Path, config: dict[str, Any], state: dict[str, Any])
     tensors = {key: value.detach().cpu().contiguous().clone() for key, value in state.items()}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", CONFIG_KEY: json.dumps(config)})
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(stored config, whole checkpoint) of a Lightning checkpoint or a shared safetensors file,
+    read once and without running anything in it; a missing,
+    foreign or refused file is a one-line error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint not found: {path}")
+    if is_safetensors(path):
+        config, state = read_safetensors(path)
+        ckpt: Any = {"state_dict": {k: v for k, v in state.items() if not k.startswith(FINDER_PREFIX)}}
+        if "finder" in config and "model" in config:  # a pose model shared with its hand finder
+            finder_state = {k.removeprefix(FINDER_PREFIX): v for k, v in state.items() if k.startswith(FINDER_PREFIX)}
+            ckpt["finder"] = {"config": config.pop("finder"), "state_dict": finder_state}
+    else:
+        ckpt = load_weights_only(path)
+        try:
+            config = ckpt["hyper_parameters"]["config"]
+        except (KeyError, TypeError, IndexError):
+            raise ConfigError(f"{path}: not a crossmodal checkpoint (no hyper_parameters.config)") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: not a crossmodal checkpoint (its config is of type {type(config).__name__}, expected a mapping)")
+    return config, ckpt
+
+
+def load_checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """The resolved config stored in a checkpoint; a missing or foreign file is a one-line error."""
+    return read_checkpoint(path)[0]

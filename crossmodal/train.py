@@ -22,7 +22,8 @@ from crossmodal.config import save_config
 from crossmodal.data.datamodule import build_datamodule
 from crossmodal.errors import ConfigError, CrossmodalError
 from crossmodal.runlog import point_latest, run_directory, set_aside_csv_log
-from crossmodal.trained import check_compatible, load_checkpoint_config, load_trained_module
+from crossmodal.checkpoints import load_checkpoint_config
+from crossmodal.trained import check_compatible, load_trained_module
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Trained models from their files: a run's Lightning checkpoint or a shared safetensors model,
-read without running anything in them (``crossmodal.checkpoints``), checked against a config."""
+"""Trained models from their files: the module a checkpoint or shared safetensors model holds,
+built from its stored config (read by ``crossmodal.checkpoints``) and checked against a config."""
 
 from __future__ import annotations
 
@@ -8,42 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from crossmodal.checkpoints import read_checkpoint
 from crossmodal.errors import ConfigError
-
-#: Tensor-name prefix of a hand finder's weights in a shared safetensors model (export --finder).
-FINDER_PREFIX = "finder."
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(stored config, whole checkpoint) of a Lightning checkpoint or a shared safetensors file,
-    read once and without running anything in it (``crossmodal.checkpoints``); a missing,
-    foreign or refused file is a one-line error."""
-    from crossmodal.checkpoints import is_safetensors, load_weights_only, read_safetensors
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    if is_safetensors(path):
-        config, state = read_safetensors(path)
-        ckpt: Any = {"state_dict": {k: v for k, v in state.items() if not k.startswith(FINDER_PREFIX)}}
-        if "finder" in config and "model" in config:  # a pose model shared with its hand finder
-            finder_state = {k.removeprefix(FINDER_PREFIX): v for k, v in state.items() if k.startswith(FINDER_PREFIX)}
-            ckpt["finder"] = {"config": config.pop("finder"), "state_dict": finder_state}
-    else:
-        ckpt = load_weights_only(path)
-        try:
-            config = ckpt["hyper_parameters"]["config"]
-        except (KeyError, TypeError, IndexError):
-            raise ConfigError(f"{path}: not a crossmodal checkpoint (no hyper_parameters.config)") from None
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path}: not a crossmodal checkpoint (its config is of type {type(config).__name__}, expected a mapping)")
-    return config, ckpt
-
-
-def load_checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """The resolved config stored in a checkpoint; a missing or foreign file is a one-line error."""
-    return read_checkpoint(path)[0]
-
 
 def without_pretrained_paths(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config with every encoder's ``pretrained_path`` cleared: a trained model's weights

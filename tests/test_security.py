@@ -20,7 +20,8 @@ from realformat_fixtures import write_rhd_fixture
 from crossmodal.cli import main
 from crossmodal.data.rhd import RHDDataset, SyntheticDataset
 from crossmodal.errors import DataError
-from crossmodal.trained import load_trained_module, read_checkpoint, without_pretrained_paths
+from crossmodal.checkpoints import read_checkpoint
+from crossmodal.trained import load_trained_module, without_pretrained_paths
 
 
 class Payload:

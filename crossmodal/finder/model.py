@@ -79,7 +79,7 @@ def finder_from_state(config: dict[str, Any], state: dict[str, Any], source: str
 
 def load_finder(path: str | Path, option: str = "--finder") -> HandFinder:
     """A finder run's checkpoint (Lightning .ckpt or safetensors); a pose model is a one-line error."""
-    from crossmodal.trained import read_checkpoint
+    from crossmodal.checkpoints import read_checkpoint
 
     path = Path(path)
     if not path.is_file():

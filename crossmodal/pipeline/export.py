@@ -40,7 +40,7 @@ def _bundle(model: Any, finder: Any, path: Path) -> tuple[float, str]:
     from omegaconf import OmegaConf
 
     from crossmodal.checkpoints import write_safetensors
-    from crossmodal.trained import FINDER_PREFIX
+    from crossmodal.checkpoints import FINDER_PREFIX
 
     config = {**OmegaConf.to_container(model.module.cfg, resolve=True), "finder": finder.config}
     state = {**model.module.state_dict(), **{FINDER_PREFIX + k: v for k, v in finder.net.state_dict().items()}}
