@@ -128,3 +128,26 @@ def test_cli_export_with_finder_and_bad_image_size(tiny_checkpoints, tiny_finder
     assert "checked with onnxruntime" in out
     assert main([*args, "--image-size", "640"]) == 2
     assert "--image-size: expected WxH" in capsys.readouterr().err
+
+
+def test_latency_benchmark_times_every_graph_and_predict(tiny_data, tiny_checkpoints, tiny_finder, tmp_path):
+    """benchmarks/latency.py end to end on the tiny models (MediaPipe left out: it needs its own
+    environment); the report has a row per graph and thread count, each with every image timed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("latency", Path(__file__).parents[1] / "benchmarks" / "latency.py")
+    latency = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(latency)
+    root = next(o.split("=", 1)[1] for o in tiny_data if o.startswith("data.root="))
+    out = tmp_path / "latency.md"
+    assert latency.main(["--ckpt", str(tiny_checkpoints["poe"]), "--finder", str(tiny_finder / "checkpoints" / "best.ckpt"),
+                         "--data", root, "--images", "5", "--predict-images", "2", "--warmup", "1", "--no-mediapipe",
+                         "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ours")]
+    assert len(rows) == 4, rows  # pose / pose + cloud at 1 and 2 threads
+    for row in rows:
+        median, p90, found = [cell.strip() for cell in row.strip("|").split("|")[1:]]
+        assert 0 < float(median) <= float(p90) and found.endswith("of 5")
+    assert "`predict` on a folder of 2 images" in out.read_text()
+    with pytest.raises(SystemExit, match="holds 6 images, expected at least 50"):
+        latency.main(["--ckpt", "x", "--finder", "y", "--data", root, "--images", "50", "--no-mediapipe"])
