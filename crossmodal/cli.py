@@ -181,26 +181,29 @@ def cmd_finder(args: argparse.Namespace) -> int:
 def _finder_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", required=True, help="pose checkpoint (e.g. runs/latest/checkpoints/best.ckpt)")
     p.add_argument("--finder", default=None, metavar="CKPT", help="finder checkpoint (default: runs/latest-finder)")
-    p.add_argument("--limit", type=int, default=0, help="first N test frames (default: all)")
-    p.add_argument("--out", default=None, help="JSON file for the results (default: finder_eval.json beside --ckpt's run)")
+    p.add_argument("--limit", type=int, default=0, help="first N frames (default: all)")
+    p.add_argument("--split", default="test", choices=["test", "validation"],
+                   help="the test split, or the model's validation frames (to choose settings on)")
+    p.add_argument("--out", default=None, help="JSON file for the results (default: finder_eval[_validation].json beside --ckpt's run)")
 
 
-@command("finder-eval", "end-to-end EPE/AUC on the test split with finder crops vs ground-truth crops")(_finder_eval_args)
+@command("finder-eval", "end-to-end EPE/AUC with finder crops vs ground-truth crops (test split or validation frames)")(_finder_eval_args)
 def cmd_finder_eval(args: argparse.Namespace) -> int:
     from crossmodal.pipeline.end_to_end import end_to_end
     from crossmodal.finder.model import resolve_finder
     from crossmodal.report import write_metrics_json
 
-    result = end_to_end(args.ckpt, resolve_finder(args.finder, None, args.ckpt), args.limit)
+    result = end_to_end(args.ckpt, resolve_finder(args.finder, None, args.ckpt), args.limit, split=args.split)
     for name, key in (("ground-truth crops", "ground_truth_crops"), ("finder crops", "finder_crops"),
                       ("finder crops, labelled side", "finder_crops_labelled_side")):
         m = result[key]
         print(f"{name:<29} EPE mean {m['epe_mean']:.2f} mm | EPE median {m['epe_median']:.2f} mm | "
               f"AUC 0-50 {m['auc_0_50']:.3f} | AUC 20-50 {m['auc_20_50']:.3f}")
-    print(f"{result['frames']} frames; finder: box IoU {result['finder_box_iou']:.3f}, side accuracy "
+    print(f"{result['frames']} frames of {result['split']}; finder: box IoU {result['finder_box_iou']:.3f}, side accuracy "
           f"{result['finder_side_accuracy']:.3f}, no hand found in {result['finder_missed']} (whole image used)")
     ckpt = Path(args.ckpt)
-    out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent) / "finder_eval.json"
+    out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent) / (
+        "finder_eval.json" if args.split == "test" else "finder_eval_validation.json")
     write_metrics_json(result, out)
     print(f"wrote {out}")
     return 0

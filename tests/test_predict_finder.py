@@ -161,3 +161,28 @@ def test_finder_eval_ground_truth_crops_reproduce_the_evaluation(canonical, tiny
     expected = evaluate(str(ckpt), [])
     assert result["frames"] == 6
     assert result["ground_truth_crops"]["epe_mean"] == pytest.approx(expected["epe_mean"], abs=1e-3)
+
+
+def test_finder_eval_on_validation_frames_reproduces_the_validation_epe(tiny_data, tiny_checkpoints, tiny_finder):
+    """--split validation crops the model's validation frames (the training cache's last rows):
+    its ground-truth crops give the EPE the trainer validates with."""
+    import lightning as L
+    from omegaconf import OmegaConf
+
+    from crossmodal.config import Config
+    from crossmodal.data.datamodule import build_datamodule
+    from crossmodal.pipeline.end_to_end import end_to_end, validation_frames
+    from crossmodal.trained import load_trained
+
+    ckpt = tiny_checkpoints["crossmodal"]
+    module, _ = load_trained(ckpt)
+    frames = validation_frames(module.cfg)
+    assert len(frames) == 4 and frames.min() >= 12  # the last fifth of 20 training frames (16 cached)
+    result = end_to_end(ckpt, load_finder(tiny_finder / "checkpoints" / "best.ckpt"), progress=False, split="validation")
+    assert result["frames"] == len(frames) and "validation" in result["split"]
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    validated = trainer.validate(module, datamodule=build_datamodule(OmegaConf.merge(OmegaConf.structured(Config), module.cfg)),
+                                 verbose=False)[0]
+    assert result["ground_truth_crops"]["epe_mean"] == pytest.approx(validated["val/epe_mean"], abs=1e-3)
+    with pytest.raises(Exception, match="--split must be one of test, validation"):
+        end_to_end(ckpt, load_finder(tiny_finder / "checkpoints" / "best.ckpt"), progress=False, split="train")

@@ -1,12 +1,13 @@
 """End-to-end numbers as hand3d reports them: the pose model on finder crops vs ground-truth crops.
 
-    python -m crossmodal finder-eval --ckpt runs/latest/checkpoints/best.ckpt [--finder PATH]
+    python -m crossmodal finder-eval --ckpt runs/latest/checkpoints/best.ckpt [--finder PATH] [--split validation]
 
 Every frame of the pose model's test split (skipping, like the cache, frames whose evaluated
-hand has no mask pixels) is cropped twice with the training pipeline's code: around the
+hand has no mask pixels), or of its validation frames (the training cache's last
+``val_fraction``, where settings are chosen), is cropped three times with the training pipeline's code: around the
 ground-truth hand mask (what the cache holds, so these numbers reproduce ``make eval``), and
 around the finder's box. A frame where the finder sees no hand falls back to the whole image
-and is counted. Both are scored with the published protocol against the same labels.
+and is counted. All are scored with the published protocol against the same labels.
 """
 
 from __future__ import annotations
@@ -47,26 +48,52 @@ def _score(poses: list[np.ndarray], truth: np.ndarray, scale: np.ndarray, visibl
     return evaluate_keypoints(pred_mm, gt_mm, protocol_visibility(visible, palm))
 
 
-def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progress: bool = True) -> dict[str, Any]:
-    """EPE/AUC with ground-truth crops and with finder crops, and how the finder's boxes compare."""
+SPLITS = ("test", "validation")
+
+
+def validation_frames(config: Any) -> np.ndarray:
+    """Dataset indices of a model's validation frames: the rows the datamodule validates on."""
+    from omegaconf import OmegaConf
+
+    from crossmodal.config import Config
+    from crossmodal.data.datamodule import build_datamodule
+
+    datamodule = build_datamodule(OmegaConf.merge(OmegaConf.structured(Config), config))
+    datamodule.setup("validate")
+    val = datamodule.datasets["val"]
+    return np.asarray(val.reader.columns["index"][val.rows], dtype=np.int64)
+
+
+def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progress: bool = True,
+               split: str = "test") -> dict[str, Any]:
+    """EPE/AUC with ground-truth crops and with finder crops, and how the finder's boxes compare,
+    on the test split or on the model's validation frames."""
     from tqdm.auto import tqdm
 
     from crossmodal.data.joints import bone_scale
     from crossmodal.data.rhd import hand_mask, read_label_png, read_rgb_png
+    from crossmodal.errors import ConfigError
     from crossmodal.finder.data import mask_box
     from crossmodal.predict import load_model
     from crossmodal.registry import DATASETS
 
+    if split not in SPLITS:
+        raise ConfigError(f"finder-eval --split must be one of {', '.join(SPLITS)}, got {split!r}")
     model = load_model(pose_checkpoint)
     data = model.config.data
     reader = DATASETS.get(data.dataset, key="data.dataset")
-    dataset = reader(data.root, reader.TEST_SPLIT)
-    count = len(dataset) if limit <= 0 else min(limit, len(dataset))
+    if split == "test":
+        dataset = reader(data.root, reader.TEST_SPLIT)
+        frames = np.arange(len(dataset))
+    else:
+        dataset = reader(data.root, reader.TRAIN_SPLIT)
+        frames = validation_frames(model.config)
+    count = len(frames) if limit <= 0 else min(limit, len(frames))
     # "finder, labelled side": the finder's box and pixels with the side the protocol gives, which
     # separates what the finder's box costs from what its side costs.
     poses: dict[str, list[np.ndarray]] = {"ground truth": [], "finder": [], "finder, labelled side": []}
     truth, scales, visible, boxes, found_boxes, side_ok, missed = [], [], [], [], [], [], 0
-    for i in tqdm(range(count), desc="finder-eval", unit="frame", disable=not progress):
+    for i in tqdm(frames[:count].tolist(), desc="finder-eval", unit="frame", disable=not progress):
         if not hasattr(dataset, "frame_paths"):
             raise ValueError(f"finder-eval needs a dataset with part masks (rhd, synthetic), not {data.dataset!r}")
         paths = dataset.frame_paths(i)
@@ -105,7 +132,7 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
     result = {name: _score(p, truth_arr, scale_arr, visible_arr, palm) for name, p in poses.items()}
     return {
         "checkpoint": str(pose_checkpoint), "finder": finder.source, "dataset": data.dataset,
-        "split": reader.TEST_SPLIT, "frames": len(truth), "finder_missed": missed,
+        "split": reader.TEST_SPLIT if split == "test" else f"{reader.TRAIN_SPLIT} (validation frames)", "frames": len(truth), "finder_missed": missed,
         "finder_box_iou": float(ious.mean()), "finder_side_accuracy": float(np.mean(side_ok)) if side_ok else 0.0,
         "ground_truth_crops": result["ground truth"], "finder_crops": result["finder"],
         "finder_crops_labelled_side": result["finder, labelled side"],
