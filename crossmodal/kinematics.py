@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from crossmodal.data.joints import BONES
+from crossmodal.data.joints import BONES, SCALE_BONE
 
 #: Joints of each finger from the root outwards (thumb, index, middle, ring, little).
 CHAINS = tuple((0, base + 3, base + 2, base + 1, base) for base in (1, 5, 9, 13, 17))
@@ -93,8 +93,15 @@ def limits_to_json(bounds: Mapping[str, Tensor]) -> dict[str, dict[str, list]]:
 
 
 def broken_fractions(poses: Tensor, bounds: Mapping[str, Tensor], tolerance: float = 1e-6) -> dict[str, float]:
-    """The fraction of (N, 21, 3) poses outside the bounds: any group ("all"), and each group."""
-    hinges = violations(torch.as_tensor(poses, dtype=torch.float64), {k: v.double() for k, v in bounds.items()})
+    """The fraction of (N, 21, 3) poses outside the bounds: any group ("all"), and each group.
+
+    Each pose is first scaled to its own unit bone (``SCALE_BONE``, 12 -> 11), the unit every
+    label is in: the labels' bound on that bone is [1, 1], so a prediction would otherwise be
+    counted out of bounds for its overall size alone, which the protocol's scaling ignores."""
+    pose = torch.as_tensor(poses, dtype=torch.float64)
+    a, b = SCALE_BONE
+    pose = pose / (pose[..., a, :] - pose[..., b, :]).norm(dim=-1).clamp_min(_EPS)[..., None, None]
+    hinges = violations(pose, {k: v.double() for k, v in bounds.items()})
     broken = {group: h > tolerance for group, h in hinges.items()}
     broken["all"] = torch.stack(list(broken.values())).any(0)
     return {group: float(b.double().mean()) for group, b in broken.items()}

@@ -147,6 +147,17 @@ def test_a_pose_that_breaks_one_limit_is_charged_in_that_term(poses, broken) -> 
     assert fractions[broken] == 0.5 and fractions["all"] == 0.5
 
 
+def test_a_labelled_pose_at_another_size_is_within_the_bounds(poses) -> None:
+    """The labels are in units of their own bone 12 -> 11, whose bound is therefore [1, 1]: a
+    prediction of the right shape but 3% larger must not count as out of bounds."""
+    bounds = kinematics.limits(poses)
+    fractions = kinematics.broken_fractions(torch.as_tensor(poses[:8] * 1.03), bounds)
+    assert fractions["all"] == 0.0, fractions
+    stretched = poses[:8].copy()
+    stretched[:, 5] = stretched[:, 6] + 2.0 * (stretched[:, 5] - stretched[:, 6])  # one bone, not the size
+    assert kinematics.broken_fractions(torch.as_tensor(stretched), bounds)["bone_lengths"] == 1.0
+
+
 def test_unfitted_bounds_are_a_one_line_error() -> None:
     loss = POSE_LOSSES.build("biomech")
     with pytest.raises(Exception, match="never fitted"):
