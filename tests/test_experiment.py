@@ -632,7 +632,8 @@ def test_rows_with_pretraining_share_it_and_count_its_time(miniature, tiny_data,
     assert half["pose_limits"]["biomech"]["frames"] == 8  # the labelled half of the 16 training frames
     table = (tmp_path / "results" / "mini.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| all_labels |"))
-    assert 0.0 <= float(row.split("|")[-3]) <= 100.0  # the outside-bounds cell, before the time
+    shares = [float(v) for v in row.split("|")[-3].split("/")]  # the outside-bounds cell, before the time
+    assert len(shares) == 4 and all(0.0 <= v <= 100.0 for v in shares) and shares[0] >= max(shares[1:]), shares
     exp = load_experiment(miniature)
     overrides = [*tiny_data, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
     key = config_key(row_config(exp, exp.rows[0], 0, overrides))

@@ -13,6 +13,7 @@ from typing import Any
 from crossmodal.experiment.claims import check_claims, claims_markdown
 from crossmodal.experiment.manifest import Experiment, Row
 from crossmodal.experiment.records import FINISHED, SUMMARY, Outcome, git_commit
+from crossmodal.kinematics import GROUPS as BOUND_GROUPS
 
 def duration(seconds: float | None) -> str:
     if seconds is None:
@@ -52,6 +53,10 @@ def summarise(outcomes: list[Outcome]) -> dict[str, Any]:
     broken = [o.metrics["limits_broken"] for o in ok if "limits_broken" in o.metrics]
     if broken:  # anatomy: the share of test predictions outside the labelled frames' bounds
         out["limits_broken"], out["limits_broken_n"] = float(np.mean(broken)), len(broken)
+        for group in BOUND_GROUPS:
+            values = [o.metrics[f"limits_broken/{group}"] for o in ok if f"limits_broken/{group}" in o.metrics]
+            if len(values) == len(broken):
+                out[f"limits_broken/{group}"] = float(np.mean(values))
     lrs = [o.lr_curve for o in ok if o.lr_curve]
     if lrs:  # the lr at the end of training over its peak: < 1 means it was dropped or annealed
         out["lr_end_over_peak"] = float(np.mean([c[-1] / max(c) for c in lrs]))
@@ -84,9 +89,11 @@ def _train_cell(s: dict[str, Any]) -> str:
 
 
 def _broken_cell(s: dict[str, Any]) -> str:
+    """Any bound, then each group (bones / palm / joints) where every measured run has them."""
     if "limits_broken" not in s:
         return "—"
-    return f"{100 * s['limits_broken']:.1f}" + (f" ({s['limits_broken_n']})" if s["limits_broken_n"] < s["n"] else "")
+    shares = [s["limits_broken"]] + [s[f"limits_broken/{g}"] for g in BOUND_GROUPS if f"limits_broken/{g}" in s]
+    return " / ".join(f"{100 * v:.1f}" for v in shares) + (f" ({s['limits_broken_n']})" if s["limits_broken_n"] < s["n"] else "")
 
 
 def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], results_dir: Path, command: str,
@@ -140,8 +147,8 @@ def write_results(exp: Experiment, rows: list[Row], outcomes: list[Outcome], res
               f"- train EPE: on the first {TRAIN_FRAMES} training frames, the model's own (mean over the seeds "
               "measured, their number in brackets when not all): beside val EPE it tells underfitting from overfitting",
               "- outside bounds: % of test predictions that break an anatomical bound of the labelled training "
-              "frames (bone lengths, root-bone angles, joint angles; crossmodal/kinematics.py), mean over the seeds "
-              "measured",
+              "frames, scaled to their own unit bone (crossmodal/kinematics.py): any bound / bone lengths / root-bone "
+              "angles / joint angles, mean over the seeds measured",
               "",
               "| Row | paper EPE (mm) | " + " | ".join(SUMMARY.values()) + " | per seed | seeds | val EPE first / best / "
               "last | last gain | converged | lr end / peak | train EPE | outside bounds (%) | train+eval time |",
