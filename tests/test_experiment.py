@@ -617,7 +617,13 @@ rows:
 
 
 def test_rows_with_pretraining_share_it_and_count_its_time(miniature, tiny_data, tmp_path, single_thread):
+    from crossmodal.experiment.plan import plan_runs
+
     (miniature / "experiment.yaml").write_text(PRETRAIN_MANIFEST)
+    overrides = [*tiny_data, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    plan = plan_runs([miniature], overrides, out_dir=tmp_path / "runs", records_dir=tmp_path / "results" / "runs")
+    first, second = plan.planned  # one pre-training, counted once, not guessed before one has run
+    assert "plus 2 pre-training steps, not estimated" in first.basis and "counted with another row" in second.basis
     outcomes = run(miniature, tiny_data, tmp_path)
     assert [o.status for o in outcomes] == ["done", "done"], [o.error for o in outcomes]
     (folder,) = (tmp_path / "runs").glob("pretrain-*")  # one pre-training for both labelled fractions
@@ -628,6 +634,11 @@ def test_rows_with_pretraining_share_it_and_count_its_time(miniature, tiny_data,
         config = (Path(o.run_dir) / "config.yaml").read_text()
         assert str(folder / "trunk.pt") in config
         assert 0.0 <= record["metrics"]["limits_broken"] <= 1.0 and "limits_broken_labels" in record["metrics"]
+    # a new seed: its rows have an estimate of their own (pre-training included) and a new pre-training
+    (left, _) = plan_runs([miniature], overrides, seeds=[0, 1], out_dir=tmp_path / "runs",
+                          records_dir=tmp_path / "results" / "runs").planned
+    assert left.seed == 1 and left.estimate_s is not None and "finished all_labels run" in left.basis
+    assert "pre-training" not in left.basis, left.basis
     half = json.loads((Path(outcomes[1].run_dir) / "run.json").read_text())
     assert half["pose_limits"]["biomech"]["frames"] == 8  # the labelled half of the 16 training frames
     table = (tmp_path / "results" / "mini.md").read_text()

@@ -8,6 +8,7 @@ S4 is Fig. 8's 100 % row) is listed once, under the first folder that names it.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from crossmodal.checkpoints import load_weights_only
 from crossmodal.errors import ConfigError
-from crossmodal.experiment.manifest import config_key, load_experiment, row_config
+from crossmodal.experiment.manifest import Row, config_key, load_experiment, pretrain_folder, pretrain_settings, row_config
 from crossmodal.experiment.records import FINISHED, finished_outcome
 from crossmodal.experiment.tables import duration
 
@@ -122,10 +123,11 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
                     by_row.setdefault((folder, row.name), []).append(done.wall_s)
                     by_kind.setdefault(_kind(cfg), []).append(done.wall_s)
                     per_epoch.setdefault(_model(cfg), []).append(done.wall_s / cfg.trainer.max_epochs)
+    pretrain_step_s = _pretrain_step_seconds(out)
     unknown = sorted(set(rows or ()) - names)
     if unknown:
         raise ConfigError(f"--rows: no row {unknown} in {', '.join(str(f) for f in folders)}")
-    planned = []
+    planned, charged = [], set()
     for folder, name, seed, key, cfg in pending:
         kind, max_epochs = _kind(cfg), cfg.trainer.max_epochs
         own, alike, epochs = by_row.get((folder, name), []), by_kind.get(kind, []), per_epoch.get(_model(cfg), [])
@@ -142,8 +144,36 @@ def plan_runs(folders: list[str | os.PathLike], overrides: list[str] | None = No
         if estimate is not None and trained is not None:
             # Work after the last checkpoint is redone on resume, so it does not count as done.
             estimate, basis = estimate * (1.0 - trained), f"{basis}, less the {trained:.0%} trained"
+        row = next(r for r in load_experiment(folder).rows if r.name == name)
+        if row.pretrain and not own:  # a finished seed's wall time already holds its pre-training
+            estimate, basis = _with_pretraining(estimate, basis, out / pretrain_folder(cfg, row), row, pretrain_step_s,
+                                                charged)
         planned.append(Planned(folder, name, seed, key, estimate, basis, last.is_file(), trained))
     return Plan(planned, len(seen), cost)
+
+
+def _pretrain_step_seconds(out: Path) -> float | None:
+    """Median one-thread seconds a pre-training step over the pre-trainings finished under ``out``."""
+    steps = []
+    for record_path in out.glob("pretrain-*/pretrain.json"):
+        record = json.loads(record_path.read_text())
+        steps.append(record["wall_s"] * record.get("torch_threads", 1) / record["settings"]["steps"])
+    return _median(steps)
+
+
+def _with_pretraining(estimate: float | None, basis: str, folder: Path, row: Row, step_s: float | None,
+                      charged: set[Path]) -> tuple[float | None, str]:
+    """A pre-training row's estimate plus its pre-training, unless that is done or already counted
+    for another row of the plan (rows of one seed and data share it)."""
+    if (folder / "pretrain.json").is_file():
+        return estimate, f"{basis}; its pre-training is done"
+    if folder in charged:
+        return estimate, f"{basis}; its pre-training is counted with another row"
+    charged.add(folder)
+    steps = pretrain_settings(row.pretrain).steps
+    if step_s is None or estimate is None:
+        return estimate, f"{basis}; plus {steps} pre-training steps, not estimated until a pre-training has run"
+    return estimate + steps * step_s, f"{basis}, plus {steps} pre-training steps at {step_s:.1f} s"
 
 
 def plan_text(plan: Plan) -> str:
