@@ -24,7 +24,8 @@ TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 # s3_alignment_weight and budget are the diagnostics the results README cites; their rows that
 # repeat a Table 1 or Fig. 8 row are the same runs, trained once.
 EXPERIMENTS ?= experiments/table1 experiments/fig5_viewcorrection experiments/fig8_weak experiments/keypoint_stage \
-	experiments/weak_share experiments/s3_alignment_weight experiments/budget experiments/fewer_labels
+	experiments/weak_share experiments/s3_alignment_weight experiments/budget experiments/fewer_labels_pilot \
+	experiments/fewer_labels
 # Runs trained at once, each with cores / JOBS threads. On 2 cores an S4 step took ~0.6 s at one thread beside
 # another run (the cpu-long campaign's logs) and 0.37 s alone with two (trainer_step.md): ~3.3 against 2.7 steps/s.
 # Not measured side by side.
