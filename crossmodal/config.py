@@ -59,6 +59,11 @@ class AugmentConfig:
     translate_px: float = 20.0  # max shift in pixels at a 256 px crop (scaled with crop size)
     rotate: float = math.pi  # max in-plane rotation about the view axis, radians
     hue: float = 0.1  # max hue shift, fraction of a full turn
+    # A hand finder's crop errors to train with instead of the uniform zoom, shift and rotation: a
+    # JSON written by experiments/finder_errors.py, whose measured (shift, scale, turn) rows are
+    # drawn at random, one a sample, with probability crop_error_rate (else the crop is kept).
+    crop_errors: str = ""
+    crop_error_rate: float = 1.0
 
 
 @dataclass

@@ -136,3 +136,56 @@ def test_heatmaps(device: str) -> None:
     assert not maps[0, 2].any()  # invisible joint
     single = make_heatmaps(uv[0], visible[0], crop_size=64, size=32, sigma=1.5)
     torch.testing.assert_close(single, maps[0])
+
+
+def _errors_file(tmp_path, rows) -> str:
+    import json
+
+    path = tmp_path / "finder_errors.json"
+    path.write_text(json.dumps({"rows": [dict(zip(("shift_x", "shift_y", "scale", "turn"), r)) for r in rows]}))
+    return str(path)
+
+
+def test_a_measured_crop_error_moves_the_hand_as_the_finders_box_would(tmp_path) -> None:
+    """A finder box 0.1 box sides to the right and 1.25x the truth's shows the hand smaller and to
+    the left: with crop margin 1.4 the root's keypoint lands where that crop would put it."""
+    from crossmodal.data.augment import crop_error_table
+
+    margin = 1.4
+    table = crop_error_table(_errors_file(tmp_path, [(0.1, 0.0, 1.25, 0.0)]), margin)
+    np.testing.assert_allclose(table.numpy(), [[0.8, -0.1 / (margin * 1.25), 0.0, 0.0]], rtol=1e-6)
+    batch = make_batch()
+    out = augment_batch(batch, AugmentConfig(hue=0.0), torch.Generator().manual_seed(0), crop_errors=table)
+    centre = (SIZE - 1) / 2.0
+    expected = 0.8 * (batch["uv"] - centre) + centre + torch.tensor([-0.1 / (margin * 1.25) * SIZE, 0.0])
+    torch.testing.assert_close(out["uv"], expected.to(out["uv"].dtype), atol=1e-3, rtol=0)
+    joints = out["pose"] * out["scale"][:, None, None] + out["root"][:, None, :]
+    torch.testing.assert_close(project(joints, out["K"]), out["uv"], atol=2e-3, rtol=0)
+
+
+def test_a_measured_turn_rotates_the_pose_and_rate_zero_keeps_the_crop(tmp_path) -> None:
+    from crossmodal.data.augment import crop_error_table, similarity
+
+    table = crop_error_table(_errors_file(tmp_path, [(0.0, 0.0, 1.0, 90.0)]), 1.4)
+    batch = make_batch()
+    out = augment_batch(batch, AugmentConfig(hue=0.0), torch.Generator().manual_seed(0), crop_errors=table)
+    _, Rz = similarity(torch.ones(4), torch.zeros(4, 2), torch.full((4,), math.pi / 2), SIZE)
+    torch.testing.assert_close(out["pose"], batch["pose"] @ Rz.transpose(1, 2).to(batch["pose"].dtype), atol=1e-5, rtol=0)
+    kept = augment_batch(batch, AugmentConfig(hue=0.0, crop_error_rate=0.0), torch.Generator().manual_seed(0),
+                         crop_errors=table)
+    torch.testing.assert_close(kept["uv"], batch["uv"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(kept["pose"], batch["pose"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("content, expected", [("not json", "expected a JSON of experiments/finder_errors.py"),
+                                               ('{"rows": []}', "expected finite rows with scale > 0, got 0 rows"),
+                                               ('{"rows": [{"shift_x": 0}]}', "KeyError")])
+def test_a_bad_crop_errors_file_is_a_one_line_error(tmp_path, content, expected) -> None:
+    from crossmodal.data.augment import crop_error_table
+    from crossmodal.errors import DataError
+
+    path = tmp_path / "errors.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match=expected) as info:
+        crop_error_table(path, 1.4)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -16,10 +16,15 @@ by up to ``hue`` of a full turn in HSV space.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from crossmodal.config import AugmentConfig
+from crossmodal.errors import DataError
 
 
 def _uniform(low: float, high: float, shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
@@ -105,22 +110,54 @@ def similarity(scale: torch.Tensor, shift: torch.Tensor, angle: torch.Tensor, si
     return A, Rz
 
 
+def crop_error_table(path: str | Path, crop_margin: float) -> torch.Tensor:
+    """(N, 4) similarity parameters of a finder's measured crop errors (``experiments/finder_errors.py``):
+    zoom, shift x and y as fractions of the crop side, angle (radians).
+
+    A finder box whose centre is off by ``shift`` (in ground-truth box sides) and whose side is
+    ``scale`` times the truth's shows the hand ``1 / scale`` as large, ``-shift / (margin x scale)``
+    crop sides off centre, and turned by the difference of the two upright rolls, ``turn``.
+    """
+    try:
+        rows = json.loads(Path(path).read_text())["rows"]
+        table = np.array([[r["shift_x"], r["shift_y"], r["scale"], r["turn"]] for r in rows], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"data.augment.crop_errors {path}: expected a JSON of experiments/finder_errors.py with rows of "
+                        f"shift_x, shift_y, scale, turn ({type(exc).__name__}: {exc})") from None
+    if len(table) == 0 or not np.isfinite(table).all() or (table[:, 2] <= 0).any():
+        raise DataError(f"data.augment.crop_errors {path}: expected finite rows with scale > 0, got {len(table)} rows")
+    zoom = 1.0 / table[:, 2]
+    shift = -table[:, :2] / (crop_margin * table[:, 2:3])
+    return torch.as_tensor(np.column_stack([zoom, shift, np.radians(table[:, 3])]), dtype=torch.float32)
+
+
 def augment_batch(
-    batch: dict[str, torch.Tensor], cfg: AugmentConfig, generator: torch.Generator | None = None
+    batch: dict[str, torch.Tensor], cfg: AugmentConfig, generator: torch.Generator | None = None,
+    crop_errors: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Randomly zoom, shift, rotate and hue-shift a batch; returns a new dict.
 
     Uses ``image`` (B, 3, S, S) float in [0, 1], ``uv``, ``K``, ``pose``, ``cloud``,
-    ``root`` and ``rotation`` (those present); other keys pass through.
+    ``root`` and ``rotation`` (those present); other keys pass through. With ``crop_errors``
+    (:func:`crop_error_table`) each sample takes a measured row instead of the uniform zoom,
+    shift and rotation, with probability ``cfg.crop_error_rate`` (else it keeps its crop).
     """
     if not cfg.enabled:
         return dict(batch)
     image = batch["image"]
     B, _, size, _ = image.shape
-    scale = _uniform(cfg.scale_min, cfg.scale_max, (B,), generator, image)
-    max_shift = cfg.translate_px * size / 256.0
-    shift = _uniform(-max_shift, max_shift, (B, 2), generator, image)
-    angle = _uniform(-cfg.rotate, cfg.rotate, (B,), generator, image)
+    if crop_errors is None:
+        scale = _uniform(cfg.scale_min, cfg.scale_max, (B,), generator, image)
+        max_shift = cfg.translate_px * size / 256.0
+        shift = _uniform(-max_shift, max_shift, (B, 2), generator, image)
+        angle = _uniform(-cfg.rotate, cfg.rotate, (B,), generator, image)
+    else:
+        device = generator.device if generator is not None else torch.device("cpu")
+        pick = torch.randint(len(crop_errors), (B,), generator=generator, device=device).cpu()
+        keep = torch.rand((B,), generator=generator, device=device).cpu() >= cfg.crop_error_rate
+        rows = torch.where(keep[:, None], torch.tensor([1.0, 0.0, 0.0, 0.0]), crop_errors[pick])
+        rows = rows.to(device=image.device, dtype=image.dtype)
+        scale, shift, angle = rows[:, 0], rows[:, 1:3] * size, rows[:, 3]
     hue = _uniform(-cfg.hue, cfg.hue, (B,), generator, image)
 
     A, Rz = similarity(scale, shift, angle, size)

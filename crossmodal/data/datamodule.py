@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from crossmodal.config import DataConfig
-from crossmodal.data.augment import augment_batch
+from crossmodal.data.augment import augment_batch, crop_error_table
 from crossmodal.data.cache import CacheReader, ensure_cache
 from crossmodal.data.heatmaps import make_heatmaps
 from crossmodal.errors import ConfigError, DataError
@@ -155,9 +155,14 @@ class CrossmodalDataModule(L.LightningDataModule):
         if cfg.labeled_per_batch and (cfg.labeled_fraction == 1.0 or cfg.drop_unlabeled):
             raise ConfigError("data.labeled_per_batch mixes labelled and unlabelled frames in each batch: it needs "
                               "data.labeled_fraction < 1 and data.drop_unlabeled=false")
+        if not 0.0 <= cfg.augment.crop_error_rate <= 1.0:
+            raise ConfigError(f"data.augment.crop_error_rate must be in [0, 1], got {cfg.augment.crop_error_rate}")
         self.cfg = cfg
         self.progress = progress
         self.datasets: dict[str, CachedHandDataset] = {}
+        self._crop_error_table: torch.Tensor | None = None
+        if cfg.augment.enabled and cfg.augment.crop_errors:
+            self._crop_errors()  # a missing or malformed file fails here, not at the first batch
 
     # ----- caches -----
 
@@ -271,10 +276,18 @@ class CrossmodalDataModule(L.LightningDataModule):
 
     # ----- on the device -----
 
+    def _crop_errors(self) -> torch.Tensor | None:
+        """The measured crop errors to train with (``augment.crop_errors``), read once."""
+        if not self.cfg.augment.crop_errors:
+            return None
+        if self._crop_error_table is None:
+            self._crop_error_table = crop_error_table(self.cfg.augment.crop_errors, self.cfg.preprocess.crop_margin)
+        return self._crop_error_table
+
     def finish_batch(self, batch: dict[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:
         """Augment (if asked and enabled) then add heatmaps: what ``on_after_batch_transfer`` does."""
         if augment and self.cfg.augment.enabled:
-            batch = augment_batch(batch, self.cfg.augment)
+            batch = augment_batch(batch, self.cfg.augment, crop_errors=self._crop_errors())
         batch = dict(batch)
         pre = self.cfg.preprocess
         batch["heatmaps"] = make_heatmaps(batch["uv"], batch["visible"], pre.crop_size, pre.heatmap_size, pre.heatmap_sigma)
