@@ -12,9 +12,11 @@ For each frame, the finder's box and hand pixels against the evaluated hand's ma
 
     python experiments/finder_errors.py --finder runs/latest-finder/checkpoints/best.ckpt [--split validation] [--frames 800]
 
-``--split validation`` takes the last ``data.val_fraction`` of the training split (the frames a
-pose model validates on; the finder trains on the first ``data.train_frames``); ``test`` the
-evaluation split. Prints percentiles and writes them, with every frame's values, as JSON.
+``--split validation`` takes the last ``--frames`` of the training split (within the frames a pose
+model validates on); ``unseen`` the training frames neither the finder trained on (its first
+``data.train_frames``) nor a pose model validates on (the last 10%): the errors to train a pose
+model with; ``test`` the evaluation split. Prints percentiles and writes them, with every frame's
+values, as JSON.
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--finder", required=True)
     parser.add_argument("--data", default="data/synthetic")
-    parser.add_argument("--split", default="validation", choices=["validation", "test"])
-    parser.add_argument("--frames", type=int, default=800, help="the last N training frames, or the first N test frames")
+    parser.add_argument("--split", default="validation", choices=["validation", "unseen", "test"])
+    parser.add_argument("--frames", type=int, default=800, help="at most this many frames")
     parser.add_argument("--out", default=None, help="JSON file (default: finder_errors_<split>.json beside the finder's run)")
     args = parser.parse_args(argv)
 
@@ -87,9 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     from crossmodal.finder.model import load_finder
 
     finder = load_finder(args.finder)
-    if args.split == "validation":
+    if args.split in ("validation", "unseen"):
         dataset = SyntheticDataset(args.data, SyntheticDataset.TRAIN_SPLIT)
-        frames = range(len(dataset) - args.frames, len(dataset))
+        validation = len(dataset) - math.ceil(0.1 * len(dataset))
+        if args.split == "validation":
+            frames = range(max(validation, len(dataset) - args.frames), len(dataset))
+        else:
+            first = int(finder.config["data"]["train_frames"])
+            frames = range(first, min(validation, first + args.frames))
     else:
         dataset = SyntheticDataset(args.data, SyntheticDataset.TEST_SPLIT)
         frames = range(min(args.frames, len(dataset)))
