@@ -195,12 +195,16 @@ def cmd_finder_eval(args: argparse.Namespace) -> int:
 
     result = end_to_end(args.ckpt, resolve_finder(args.finder, None, args.ckpt), args.limit, split=args.split)
     for name, key in (("ground-truth crops", "ground_truth_crops"), ("finder crops", "finder_crops"),
-                      ("finder crops, labelled side", "finder_crops_labelled_side")):
+                      ("finder crops, labelled side", "finder_crops_labelled_side"),
+                      ("finder crops, side by fit", "finder_crops_side_by_fit")):
+        if key not in result:
+            continue
         m = result[key]
         print(f"{name:<29} EPE mean {m['epe_mean']:.2f} mm | EPE median {m['epe_median']:.2f} mm | "
               f"AUC 0-50 {m['auc_0_50']:.3f} | AUC 20-50 {m['auc_20_50']:.3f}")
     print(f"{result['frames']} frames of {result['split']}; finder: box IoU {result['finder_box_iou']:.3f}, side accuracy "
-          f"{result['finder_side_accuracy']:.3f}, no hand found in {result['finder_missed']} (whole image used)")
+          f"{result['finder_side_accuracy']:.3f}, no hand found in {result['finder_missed']} (whole image used)"
+          + (f"; side by the model's fit: accuracy {result['side_by_fit_accuracy']:.3f}" if "side_by_fit_accuracy" in result else ""))
     ckpt = Path(args.ckpt)
     out = Path(args.out) if args.out else (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent) / (
         "finder_eval.json" if args.split == "test" else "finder_eval_validation.json")

@@ -71,6 +71,10 @@ class RGBResNet18Encoder(Encoder):
     def compute_features(self, x: Tensor) -> Tensor:
         return self._features_and_keypoints(x)[0]
 
+    def keypoint_maps(self, x: Tensor) -> Tensor | None:
+        """The 2D keypoint stage's logits (B, 21, h, w) for images ``x``; None without the stage."""
+        return self._features_and_keypoints(x)[1]
+
     def _features_and_keypoints(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Features under the heads and, when the stage is on, its logits (B, 21, h, w) and
         keypoints (B, 21, 2) in crop pixels."""

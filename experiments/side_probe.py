@@ -48,7 +48,7 @@ def measures(model, crops):
     encoder = model.strategy.encoders["image"]
     x = model.crops_to_tensor(np.stack([c.image for c in crops]))
     with torch.no_grad():
-        features, logits, _ = encoder._features_and_keypoints(x)
+        features, logits = encoder.compute_features(x), encoder.keypoint_maps(x)
         logvar = encoder.logvar_head(features).mean(1)
         peak = (torch.softmax(logits.flatten(2), -1).amax(-1).mean(1) if logits is not None
                 else torch.full_like(logvar, float("nan")))

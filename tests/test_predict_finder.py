@@ -153,7 +153,7 @@ def test_finder_eval_ground_truth_crops_reproduce_the_evaluation(canonical, tiny
     ckpt = tiny_checkpoints["crossmodal"]
     if canonical:
         extra = ["data.preprocess.orient=true", "data.preprocess.mirror_left=true",
-                 f"data.cache_dir={tmp_path / 'cache'}"]
+                 "model.encoder_options.rgb_resnet18.keypoints=true", f"data.cache_dir={tmp_path / 'cache'}"]
         cfg = load_config(None, [*tiny_data, "model.strategy=crossmodal", f"out_dir={tmp_path}", "name=canonical",
                                  "trainer.max_steps=2", *extra])
         ckpt = train(cfg).best_checkpoint
@@ -161,6 +161,33 @@ def test_finder_eval_ground_truth_crops_reproduce_the_evaluation(canonical, tiny
     expected = evaluate(str(ckpt), [])
     assert result["frames"] == 6
     assert result["ground_truth_crops"]["epe_mean"] == pytest.approx(expected["epe_mean"], abs=1e-3)
+    # A model that mirrored left hands, with a keypoint stage, is also scored with the side its own fit picks.
+    assert ("finder_crops_side_by_fit" in result) == canonical
+    if canonical:
+        assert 0.0 <= result["side_by_fit_accuracy"] <= 1.0 and result["finder_crops_side_by_fit"]["epe_mean"] > 0
+
+
+def test_the_side_by_fit_is_the_hypothesis_whose_keypoint_maps_peak_higher(tiny_data, tiny_checkpoints):
+    from crossmodal.data.rhd import hand_mask, read_label_png, read_rgb_png
+    from crossmodal.finder.data import mask_box
+    from crossmodal.pipeline.end_to_end import side_by_fit
+    from crossmodal.predict.boxes import box_region
+    from crossmodal.predict.image import crop_and_infer
+
+    from crossmodal.predict import load_model
+    from test_predict import eval_frame
+
+    model = load_model(tiny_checkpoints["poe"])  # keypoint stage on
+    image_path, mask_path, label = eval_frame(tiny_data, 0)
+    image, mask = read_rgb_png(image_path), hand_mask(read_label_png(mask_path), label["hand_side"])
+    K, box = np.asarray(label["K"], dtype=np.float64), mask_box(mask)
+    region = box_region(box[:2], box[2:], model.preprocess.crop_margin, "test", mask)
+    crops = np.stack([crop_and_infer(model, image, K, region, mirror)[0].image for mirror in (False, True)])
+    fits = model.keypoint_fit(crops)
+    assert fits.shape == (2,) and ((fits > 0) & (fits <= 1)).all() and fits[0] != fits[1]
+    assert side_by_fit(model, image, K, box[:2], box[2:], mask) == ("left" if fits[1] > fits[0] else "right")
+    with pytest.raises(Exception, match="no 2D keypoint stage to tell the side by"):
+        load_model(tiny_checkpoints["crossmodal"]).keypoint_fit(crops)  # S1 here has no keypoint stage
 
 
 def test_finder_eval_on_validation_frames_reproduces_the_validation_epe(tiny_data, tiny_checkpoints, tiny_finder):

@@ -21,6 +21,19 @@ import torch
 from crossmodal.finder.metrics import box_iou
 
 
+def side_by_fit(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                pixels: np.ndarray | None) -> str:
+    """The side under which the model's keypoint stage fits the crop better: for a model that saw
+    right hands only, the hand taken as is (right) or mirrored (left), whichever fits sharper."""
+    from crossmodal.predict.boxes import box_region
+    from crossmodal.predict.image import crop_and_infer
+
+    region = box_region(lo, hi, model.preprocess.crop_margin, "finder-eval", pixels)
+    crops = [crop_and_infer(model, image, K, region, mirror)[0].image for mirror in (False, True)]
+    as_is, mirrored = model.keypoint_fit(np.stack(crops))
+    return "left" if mirrored > as_is else "right"
+
+
 def _pose(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, pixels: np.ndarray | None,
           side: str | None) -> np.ndarray:
     """The model's pose (normalised, root-relative, image camera) for the hand box ``lo``-``hi`` of
@@ -92,6 +105,12 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
     # "finder, labelled side": the finder's box and pixels with the side the protocol gives, which
     # separates what the finder's box costs from what its side costs.
     poses: dict[str, list[np.ndarray]] = {"ground truth": [], "finder": [], "finder, labelled side": []}
+    # "finder, side by fit": the finder's box and pixels, the side by the model's own keypoint fit
+    # (a model that mirrored left hands, with a keypoint stage).
+    by_fit = bool(model.preprocess.mirror_left) and model.has_keypoint_stage
+    if by_fit:
+        poses["finder, side by fit"] = []
+    fit_ok = []
     truth, scales, visible, boxes, found_boxes, side_ok, missed = [], [], [], [], [], [], 0
     for i in tqdm(frames[:count].tolist(), desc="finder-eval", unit="frame", disable=not progress):
         if not hasattr(dataset, "frame_paths"):
@@ -119,6 +138,13 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
                                              ("finder, labelled side", (found_box[:2], found_box[2:], found_pixels,
                                                                         label["hand_side"]))):
             poses[name].append(_pose(model, image, K, lo, hi, pixels, side))
+        if by_fit:
+            if found is None:
+                fitted = None
+            else:
+                fitted = side_by_fit(model, image, K, found_box[:2], found_box[2:], found_pixels)
+                fit_ok.append(fitted == label["hand_side"])
+            poses["finder, side by fit"].append(_pose(model, image, K, found_box[:2], found_box[2:], found_pixels, fitted))
         xyz = np.asarray(label["xyz"], dtype=np.float64)
         scale = float(bone_scale(xyz))
         truth.append((xyz - xyz[0]) / scale)
@@ -136,4 +162,6 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
         "finder_box_iou": float(ious.mean()), "finder_side_accuracy": float(np.mean(side_ok)) if side_ok else 0.0,
         "ground_truth_crops": result["ground truth"], "finder_crops": result["finder"],
         "finder_crops_labelled_side": result["finder, labelled side"],
+        **({"finder_crops_side_by_fit": result["finder, side by fit"],
+            "side_by_fit_accuracy": float(np.mean(fit_ok)) if fit_ok else 0.0} if by_fit else {}),
     }

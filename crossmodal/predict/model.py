@@ -64,6 +64,22 @@ class InferenceModel:
         out = self.strategy.predict(self.crops_to_tensor(crops))
         return {key: value.detach().cpu().numpy() for key, value in out.items()}
 
+    @property
+    def has_keypoint_stage(self) -> bool:
+        return getattr(self.strategy.encoders["image"], "keypoint_stage", None) is not None
+
+    def keypoint_fit(self, crops: np.ndarray) -> np.ndarray:
+        """(N,) how sharply the 2D keypoint stage finds a hand in each uint8 crop: the mean over
+        the 21 maps of each map's largest probability. A model that saw one side only fits that
+        side's hand better than its mirror image, so comparing a crop with its mirror tells the side."""
+        import torch
+
+        if not self.has_keypoint_stage:
+            raise ConfigError(f"{self.checkpoint}: its RGB encoder has no 2D keypoint stage to tell the side by")
+        with torch.no_grad():
+            logits = self.strategy.encoders["image"].keypoint_maps(self.crops_to_tensor(crops))
+            return torch.softmax(logits.flatten(2).float(), -1).amax(-1).mean(1).numpy()
+
     def decode(self, z: Any) -> dict[str, np.ndarray]:
         """Every decoder's output for latent codes (N, latent_dim)."""
         import torch
