@@ -264,8 +264,11 @@ def anatomy_metrics(model: Any, datamodule: Any) -> dict[str, float]:
     bounds = kinematics.limits(datamodule.datasets["train"].labelled_poses())
     out = {}
     for who, prefix in (("pred", "limits_broken"), ("true", "limits_broken_labels")):
-        fractions = kinematics.broken_fractions(torch.cat(model.test_poses[who]), bounds)
+        poses = torch.cat(model.test_poses[who])
+        fractions = kinematics.broken_fractions(poses, bounds)
         out.update({prefix if group == "all" else f"{prefix}/{group}": value for group, value in fractions.items()})
+        excess = "limits_excess" if who == "pred" else "limits_excess_labels"
+        out.update({f"{excess}/{group}": value for group, value in kinematics.mean_excess(poses, bounds).items()})
     return out
 
 

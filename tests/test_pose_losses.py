@@ -158,6 +158,19 @@ def test_a_labelled_pose_at_another_size_is_within_the_bounds(poses) -> None:
     assert kinematics.broken_fractions(torch.as_tensor(stretched), bounds)["bone_lengths"] == 1.0
 
 
+def test_mean_excess_is_the_mean_distance_beyond_the_bounds_in_readable_units(poses) -> None:
+    bounds = kinematics.limits(poses)
+    assert all(v == pytest.approx(0.0, abs=1e-4) for v in kinematics.mean_excess(torch.as_tensor(poses[:8] * 1.05), bounds).values())
+    p = poses[0].copy()
+    p = _bent(p, 7, 6, -2.6)  # the index PIP bent 150 degrees backwards
+    excess = kinematics.mean_excess(torch.as_tensor(p[None]), bounds)
+    lo, hi = (b.numpy() for b in bounds["joint_angles"])
+    angles = _naive_joint_angles(p)
+    naive = np.mean(np.clip(lo - angles, 0, None) + np.clip(angles - hi, 0, None)) * 180.0 / math.pi
+    assert excess["joint_angles"] == pytest.approx(naive, rel=1e-4) and excess["joint_angles"] > 1.0
+    assert excess["bone_lengths"] == pytest.approx(0.0, abs=1e-4)
+
+
 def test_unfitted_bounds_are_a_one_line_error() -> None:
     loss = POSE_LOSSES.build("biomech")
     with pytest.raises(Exception, match="never fitted"):

@@ -56,7 +56,7 @@ def run_one(exp: Experiment, row: Row, seed: int, overrides: list[str], out_dir:
         if result.metrics is None:
             raise CrossmodalError("training produced no checkpoint to evaluate")
         kept = (*SUMMARY, "thresholds", "pck", "num_samples")
-        metrics = {k: v for k, v in result.metrics.items() if k in kept or k.startswith("limits_broken")}
+        metrics = {k: v for k, v in result.metrics.items() if k in kept or k.startswith(("limits_broken", "limits_excess"))}
         metrics = json.loads(json.dumps(metrics, default=lambda v: v.tolist() if hasattr(v, "tolist") else float(v)))
         train_epe = training_frames_epe(result.best_checkpoint)
         commit = git_commit()
