@@ -213,3 +213,31 @@ def test_finder_eval_on_validation_frames_reproduces_the_validation_epe(tiny_dat
     assert result["ground_truth_crops"]["epe_mean"] == pytest.approx(validated["val/epe_mean"], abs=1e-3)
     with pytest.raises(Exception, match="--split must be one of test, validation"):
         end_to_end(ckpt, load_finder(tiny_finder / "checkpoints" / "best.ckpt"), progress=False, split="train")
+
+
+def test_a_box_alone_gets_the_hands_pixels_and_side_from_the_finder_inside_it(tiny_data, tiny_checkpoints, tiny_finder):
+    """A model that turns its crop by the hand's pixels: with --bbox the finder looks inside the box
+    for them (and for the side, unless --hand); an empty box is reported for that image alone."""
+    from crossmodal.finder.data import mask_box
+    from crossmodal.data.rhd import hand_mask, read_label_png
+    from crossmodal.predict import NoHandFound, load_model, predict_image
+    from test_predict import eval_frame
+
+    model = load_model(tiny_checkpoints["poe"])
+    model.config.data.preprocess.orient = True
+    finder = load_finder(tiny_finder / "checkpoints" / "best.ckpt")
+    image, mask_png, frame = eval_frame(tiny_data, 0)
+    lo, hi = np.split(mask_box(hand_mask(read_label_png(mask_png), frame["hand_side"])), 2)
+    x, y = int(lo[0] + 0.5), int(lo[1] + 0.5)
+    box = (x, y, int(hi[0] + 0.5) - x, int(hi[1] + 0.5) - y)
+    pred = predict_image(model, image, bbox=box, K=frame["K"], finder=finder)
+    assert pred.region.source == "--bbox" and pred.finder["inside"] == "--bbox"
+    uv = pred.region.hand_uv
+    assert len(uv) > 0 and (uv >= lo - 0.5).all() and (uv <= hi + 0.5).all()  # the pixels stay inside the box
+    assert pred.hand.side == pred.finder["side"] and pred.hand.side_source.startswith("finder inside --bbox")
+    other = "left" if pred.finder["side"] == "right" else "right"
+    given = predict_image(model, image, bbox=box, K=frame["K"], finder=finder, side=other)
+    assert given.hand.side == other and given.hand.side_source == "--hand"
+    assert any("overrides the finder's side" in n for n in given.notes)
+    with pytest.raises(NoHandFound, match="inside --bbox|outside it"):
+        predict_image(model, image, bbox=(0, 0, 4, 4), K=frame["K"], finder=finder)  # a corner with no hand

@@ -57,13 +57,20 @@ def predict_images(
         raise InputError(f"--mask: {len(mask_files)} masks for {len(files)} images; give one mask per image (same order)")
     box = parse_bbox(bbox) if bbox else None
     K = parse_intrinsics(intrinsics) if intrinsics else None
-    if sum(x is not None and x is not False for x in (box, mask_files, finder, whole_image or None)) > 1:
-        raise InputError("--mask, --bbox, --finder and --whole-image each locate the hand; give one of them")
+    if sum(x is not None and x is not False for x in (box, mask_files, whole_image or None)) > 1 or \
+            (finder is not None and (mask_files is not None or whole_image)):
+        raise InputError("--mask, --bbox and --whole-image each locate the hand, and --finder goes without a mask or "
+                         "with --bbox; give one of them")
     model = load_model(ckpt)
     hand_finder = None
     if box is None and mask_files is None and not whole_image:
         hand_finder = resolve_finder(finder, model.finder_bundle, model.checkpoint)
         print(f"note: no --mask or --bbox: the hand finder {hand_finder.source} gives the hand box and side")
+    elif box is not None and model.preprocess.orient:
+        # A box has no hand pixels to turn the crop by: the finder looks inside it for them.
+        hand_finder = resolve_finder(finder, model.finder_bundle, model.checkpoint)
+        print(f"note: this model turns its crop by the hand's pixels; the hand finder {hand_finder.source} finds them "
+              "(and the side, unless --hand) inside --bbox")
     if cloud:
         model.require_cloud("--cloud")
     elif cloud is None and not model.has_cloud:

@@ -42,3 +42,43 @@ def finder_region(finder: Any, image: np.ndarray, image_path: Path, side: str | 
     said = {"finder": finder.source, "side": found.side, "p_right": round(found.right_probability, 4),
             "score": round(found.score, 4), "hand_pixels": int(found.pixels.sum()), "hand_regions": found.regions}
     return region, chosen, source, notes, said
+
+
+#: Context around a --bbox that the finder sees, as a fraction of the box's longer side on each side.
+BOX_CONTEXT = 0.25
+
+
+def finder_in_box(finder: Any, image: np.ndarray, image_path: Path, region: HandRegion, side: str | None,
+                  margin: float) -> tuple[HandRegion, str, str, list[str], dict[str, Any]]:
+    """The user's box, with the hand's pixels and side that ``finder`` sees inside it (a little
+    context around the box included, the pixels kept within the box): what a model that turns its
+    crop by the hand's pixels needs and a box alone lacks. ``side`` (--hand) overrides the finder's."""
+    height, width = image.shape[:2]
+    pad = BOX_CONTEXT * float(np.max(region.box_hi - region.box_lo))
+    u0, v0 = (max(0, int(np.floor(c - pad + 0.5))) for c in region.box_lo)
+    u1, v1 = int(np.ceil(min(width - 0.5, region.box_hi[0] + pad) + 0.5)), int(np.ceil(min(height - 0.5, region.box_hi[1] + pad) + 0.5))
+    found = finder.find(np.ascontiguousarray(image[v0:v1, u0:u1]))
+    if found is None:
+        raise NoHandFound(f"{image_path}: the finder ({finder.source}) sees no hand inside --bbox, and this model turns "
+                          "its crop by the hand's pixels; give --mask for this image")
+    pixels = np.zeros((height, width), dtype=bool)
+    pixels[v0:v1, u0:u1] = found.pixels
+    cols, rows = np.arange(width), np.arange(height)
+    inside = ((cols > region.box_lo[0]) & (cols < region.box_hi[0]))[None, :] & \
+             ((rows > region.box_lo[1]) & (rows < region.box_hi[1]))[:, None]
+    pixels &= inside
+    if not pixels.any():
+        raise NoHandFound(f"{image_path}: the hand the finder ({finder.source}) sees near --bbox lies outside it; "
+                          "give --mask for this image")
+    confidence = f"p(right) = {found.right_probability:.2f}"
+    notes = []
+    if side is not None:
+        if side != found.side:
+            notes.append(f"{image_path}: --hand {side} overrides the finder's side ({found.side}, {confidence})")
+        chosen, source = side, "--hand"
+    else:
+        chosen, source = found.side, f"finder inside --bbox ({confidence})"
+    said = {"finder": finder.source, "side": found.side, "p_right": round(found.right_probability, 4),
+            "score": round(found.score, 4), "hand_pixels": int(pixels.sum()), "hand_regions": found.regions,
+            "inside": "--bbox"}
+    return box_region(region.box_lo, region.box_hi, margin, "--bbox", pixels), chosen, source, notes, said

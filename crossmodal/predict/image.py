@@ -11,7 +11,7 @@ import numpy as np
 
 from crossmodal.data.geometry import apply_homography, mirror_intrinsics, project
 from crossmodal.predict.boxes import HandRegion, hand_region
-from crossmodal.predict.finding import finder_region
+from crossmodal.predict.finding import finder_in_box, finder_region
 from crossmodal.predict.inputs import InputError, assumed_intrinsics, read_hand_mask, read_image
 from crossmodal.predict.model import InferenceModel
 from crossmodal.predict.side import HandPlan, plan_hand
@@ -111,13 +111,18 @@ def predict_image(
         K, K_statement = np.asarray(K, dtype=np.float64), "given with --K"
     if region is None:
         region = hand_region(image.shape, mask, bbox, model.preprocess.crop_margin)
+        if bbox is not None and model.preprocess.orient and finder is not None:
+            region, side, side_source, found_notes, said = finder_in_box(finder, image, image_path, region, side,
+                                                                         model.preprocess.crop_margin)
+            notes += found_notes
+            hand = plan_hand(str(model.config.data.dataset), side, side_source, bool(model.preprocess.mirror_left))
     if bbox is not None and (region.box_lo.min() < -0.5 or region.box_hi[0] > width - 0.5 or region.box_hi[1] > height - 0.5):
         notes.append(f"--bbox extends beyond the {width}x{height} image of {image_path}; the outside reads as black")
 
     if model.preprocess.orient and region.hand_uv is None:
         raise InputError(f"{image_path}: this model turns each crop by the hand's pixels (preprocess.orient), and "
-                         f"{'--bbox' if region.source == '--bbox' else 'the whole image'} gives none: give --mask, or "
-                         "neither --mask nor --bbox so that the hand finder finds the hand")
+                         f"{'--bbox' if region.source == '--bbox' else 'the whole image'} gives none: give --mask, "
+                         "or a hand finder (make finder) to find the hand's pixels")
     crop, out, outline = crop_and_infer(model, image, K, region, hand.mirror)
     # corrected = R @ camera, so camera-frame rows = corrected rows @ R; then un-mirror and scale.
     back = np.array([-1.0 if hand.mirror else 1.0, 1.0, 1.0]) * (float(bone_mm) if bone_mm is not None else 1.0)
