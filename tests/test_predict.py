@@ -224,13 +224,19 @@ def test_predict_writes_joints_overlay_skeleton_and_cloud(tiny_data, tiny_checkp
     assert f"{image} -> {folder}/" in out
 
 
-def test_folder_of_images_with_matching_masks(tiny_data, tiny_checkpoints, tmp_path, capsys):
+def image_and_mask_folders(tiny_data, tmp_path: Path, indices) -> tuple[Path, Path, Path]:
+    """Folders of the evaluation frames' images and masks, and the last mask copied."""
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir(), masks.mkdir()
-    for index in (0, 3):
+    for index in indices:
         image, mask, _ = eval_frame(tiny_data, index)
         shutil.copy(image, images / image.name)
         shutil.copy(mask, masks / mask.name)
+    return images, masks, mask
+
+
+def test_folder_of_images_with_matching_masks(tiny_data, tiny_checkpoints, tmp_path, capsys):
+    images, masks, _ = image_and_mask_folders(tiny_data, tmp_path, (0, 3))
     (images / "notes.txt").write_text("not an image, and not picked up from a folder")
     code, out, err = run_predict(capsys, "--ckpt", tiny_checkpoints["crossmodal"], "--image", images,
                                  "--mask", masks, "--out", tmp_path / "out")
@@ -243,12 +249,7 @@ def test_folder_of_images_with_matching_masks(tiny_data, tiny_checkpoints, tmp_p
 
 
 def test_a_bad_image_in_a_folder_is_reported_and_skipped(tiny_data, tiny_checkpoints, tmp_path, capsys):
-    images, masks = tmp_path / "images", tmp_path / "masks"
-    images.mkdir(), masks.mkdir()
-    for index in (0, 3):
-        image, mask, _ = eval_frame(tiny_data, index)
-        shutil.copy(image, images / image.name)
-        shutil.copy(mask, masks / mask.name)
+    images, masks, mask = image_and_mask_folders(tiny_data, tmp_path, (0, 3))
     (images / "00001.png").write_text("plain text, not a PNG")
     shutil.copy(mask, masks / "00001.png")
     code, out, err = run_predict(capsys, "--ckpt", tiny_checkpoints["crossmodal"], "--image", images,

@@ -19,6 +19,16 @@ class NoHandFound(CrossmodalError):
     """The finder saw no hand in one image; the message names the image and what to do."""
 
 
+def _side(found: Any, side: str | None, image_path: Path, source: str, notes: list[str]) -> tuple[str, str]:
+    """(side, its source): --hand when given (with a note when the finder disagrees), else the finder's."""
+    confidence = f"p(right) = {found.right_probability:.2f}"
+    if side is None:
+        return found.side, f"{source} ({confidence})"
+    if side != found.side:
+        notes.append(f"{image_path}: --hand {side} overrides the finder's side ({found.side}, {confidence})")
+    return side, "--hand"
+
+
 def finder_region(finder: Any, image: np.ndarray, image_path: Path, side: str | None,
                   margin: float) -> tuple[HandRegion, str, str, list[str], dict[str, Any]]:
     """(region, side, side source, notes, what the finder said) from ``finder`` (a ``crossmodal.finder.model.HandFinder``);
@@ -31,13 +41,7 @@ def finder_region(finder: Any, image: np.ndarray, image_path: Path, side: str | 
     if found.regions > 1:
         notes.append(f"{image_path}: the finder sees {found.regions} hand regions; using the one with the most hand "
                      f"probability around it (box {', '.join(f'{v:.0f}' for v in found.box)})")
-    confidence = f"p(right) = {found.right_probability:.2f}"
-    if side is not None:
-        if side != found.side:
-            notes.append(f"{image_path}: --hand {side} overrides the finder's side ({found.side}, {confidence})")
-        chosen, source = side, "--hand"
-    else:
-        chosen, source = found.side, f"finder ({confidence})"
+    chosen, source = _side(found, side, image_path, "finder", notes)
     region = box_region(found.box[:2], found.box[2:], margin, "finder", found.pixels)
     said = {"finder": finder.source, "side": found.side, "p_right": round(found.right_probability, 4),
             "score": round(found.score, 4), "hand_pixels": int(found.pixels.sum()), "hand_regions": found.regions}
@@ -70,14 +74,8 @@ def finder_in_box(finder: Any, image: np.ndarray, image_path: Path, region: Hand
     if not pixels.any():
         raise NoHandFound(f"{image_path}: the hand the finder ({finder.source}) sees near --bbox lies outside it; "
                           "give --mask for this image")
-    confidence = f"p(right) = {found.right_probability:.2f}"
-    notes = []
-    if side is not None:
-        if side != found.side:
-            notes.append(f"{image_path}: --hand {side} overrides the finder's side ({found.side}, {confidence})")
-        chosen, source = side, "--hand"
-    else:
-        chosen, source = found.side, f"finder inside --bbox ({confidence})"
+    notes: list[str] = []
+    chosen, source = _side(found, side, image_path, "finder inside --bbox", notes)
     said = {"finder": finder.source, "side": found.side, "p_right": round(found.right_probability, 4),
             "score": round(found.score, 4), "hand_pixels": int(pixels.sum()), "hand_regions": found.regions,
             "inside": "--bbox"}
