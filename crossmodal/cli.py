@@ -201,7 +201,8 @@ def cmd_finder_eval(args: argparse.Namespace) -> int:
             continue
         m = result[key]
         print(f"{name:<29} EPE mean {m['epe_mean']:.2f} mm | EPE median {m['epe_median']:.2f} mm | "
-              f"AUC 0-50 {m['auc_0_50']:.3f} | AUC 20-50 {m['auc_20_50']:.3f}")
+              f"AUC 0-50 {m['auc_0_50']:.3f} | AUC 20-50 {m['auc_20_50']:.3f}"
+              + (" <- what predict gives" if key == result["predict_row"] else ""))
     print(f"{result['frames']} frames of {result['split']}; finder: box IoU {result['finder_box_iou']:.3f}, side accuracy "
           f"{result['finder_side_accuracy']:.3f}, no hand found in {result['finder_missed']} (whole image used)"
           + (f"; side by the model's fit: accuracy {result['side_by_fit_accuracy']:.3f}" if "side_by_fit_accuracy" in result else ""))

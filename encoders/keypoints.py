@@ -63,3 +63,10 @@ def soft_argmax(maps: Tensor, crop_size: int) -> Tensor:
     u = (torch.arange(w, device=maps.device, dtype=prob.dtype) + 0.5) * (crop_size / w) - 0.5
     v = (torch.arange(h, device=maps.device, dtype=prob.dtype) + 0.5) * (crop_size / h) - 0.5
     return torch.stack([(prob.sum(2) * u).sum(-1), (prob.sum(3) * v).sum(-1)], dim=-1)
+
+
+def keypoint_fit(logits: Tensor) -> Tensor:
+    """(B, J, h, w) heatmap logits -> (B,) how sharply the maps find a hand: the mean over the
+    joints of each map's largest softmax probability. A model that saw one side only fits that
+    side's hand better than its mirror image, so a crop and its mirror compared tell the side."""
+    return logits.flatten(2).float().softmax(-1).amax(-1).mean(1)

@@ -75,6 +75,12 @@ class RGBResNet18Encoder(Encoder):
         """The 2D keypoint stage's logits (B, 21, h, w) for images ``x``; None without the stage."""
         return self._features_and_keypoints(x)[1]
 
+    def features_and_keypoint_maps(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``features(x)`` and ``keypoint_maps(x)`` from one pass of the trunk."""
+        self.check_input(x)
+        features, logits, _ = self._features_and_keypoints(x)
+        return features, logits
+
     def _features_and_keypoints(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Features under the heads and, when the stage is on, its logits (B, 21, h, w) and
         keypoints (B, 21, 2) in crop pixels."""

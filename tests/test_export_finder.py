@@ -90,33 +90,56 @@ def test_graph_roll_equals_the_training_pipelines(tiny_data):
 
 @pytest.mark.parametrize("mirror_left", [False, True])
 def test_graph_mirrors_and_turns_the_crop_as_predict_does(mirror_left, tiny_data, tiny_checkpoints, tiny_finder):
-    """A model trained with preprocess.orient (and mirror_left): the crop the image -> joints graph
-    feeds the encoder is predict's crop with the finder (mirrored when the finder says left), up to
-    the graph's supersampling; its pose is predict's."""
+    """A model trained with preprocess.orient (and mirror_left, with a keypoint stage): the crop the
+    image -> joints graph keeps is predict's crop with the finder (mirrored where the model's
+    keypoint fit takes a left hand), up to the graph's supersampling; its pose and side are predict's."""
     from crossmodal.pipeline.graph import ImageToJoints
 
     model, finder = load_model(tiny_checkpoints["poe"]), load_finder(tiny_finder / "checkpoints" / "best.ckpt")
     model.config.data.preprocess.orient = True
     model.config.data.preprocess.mirror_left = mirror_left
     graph = ImageToJoints(finder, model, (320, 320), with_cloud=False).eval()
-    seen = []
-    features = graph.encoder.features
-    graph.encoder.features = lambda crops: (seen.append(crops), features(crops))[1]
-    checked, mirrored = 0, 0
+    assert graph.by_fit == mirror_left and ("fit_right" in graph.outputs) == mirror_left
+    seen, crop = [], graph.crop
+
+    def keep(*args):
+        crops, R = crop(*args)
+        seen.append(crops)
+        return crops, R
+
+    graph.crop = keep
+    checked = 0
     for path in eval_images(tiny_data, 6):
         image = np.asarray(Image.open(path).convert("RGB"))
-        found = finder.find(image)
-        if found is None:
+        if finder.find(image) is None:
             continue
         with torch.no_grad():
-            pose = graph(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, default_K((320, 320), 1))[0]
+            out = graph(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255, default_K((320, 320), 1))
         pred = predict_image(model, path, finder=finder)
-        assert pred.hand.mirror == (mirror_left and found.side == "left")
-        crop = seen[-1][0].permute(1, 2, 0).numpy()
-        assert np.abs(crop - pred.crop / 255.0).mean() < 0.03
-        assert np.abs(pose[0].numpy() - pred.joints).max() < 0.5
-        checked, mirrored = checked + 1, mirrored + pred.hand.mirror
-    assert checked >= 2 and (mirrored > 0) == mirror_left
+        assert (pred.side_fit is not None) == mirror_left
+        assert pred.hand.mirror == (mirror_left and pred.side_fit["side"] == "left")
+        if mirror_left:
+            assert out[-1][0] == float(pred.hand.side == "right")  # fit_right
+        # The batch holds the hand as is and, with the fit, mirrored: the kept one is predict's.
+        kept = seen[-1][int(pred.hand.mirror)].permute(1, 2, 0).numpy()
+        assert np.abs(kept - pred.crop / 255.0).mean() < 0.03
+        assert np.abs(out[0][0].numpy() - pred.joints).max() < 0.5
+        checked += 1
+    assert checked >= 2
+
+
+def test_side_by_fit_graph_runs_in_onnxruntime_as_in_pytorch(tiny_data, tiny_checkpoints, tiny_finder, tmp_path):
+    """The two-hypothesis graph (a right-hands-only model with a keypoint stage) exports, and
+    onnxruntime gives PyTorch's outputs, fit_right included."""
+    from crossmodal.pipeline.export import export_with_finder
+
+    model = load_model(tiny_checkpoints["poe"])
+    model.config.data.preprocess.mirror_left = True
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in eval_images(tiny_data, 3)])
+    result = export_with_finder(model, tiny_finder / "checkpoints" / "best.ckpt", "onnx", tmp_path / "fit.onnx", None,
+                                (320, 320), images)
+    assert result.outputs == ("pose", "cloud", "box", "right", "found", "fit_right")
+    assert result.checked_with == "onnxruntime" and result.max_difference <= 1e-4, result
 
 
 def test_cli_export_with_finder_and_bad_image_size(tiny_checkpoints, tiny_finder, tmp_path, capsys):

@@ -196,6 +196,35 @@ def test_soft_argmax_equals_its_naive_twin():
     assert soft_argmax(peaked, 64)[0, 0].tolist() == pytest.approx([5.5 * 4 - 0.5, 2.5 * 4 - 0.5])
 
 
+def test_keypoint_fit_equals_its_naive_twin():
+    from encoders.keypoints import keypoint_fit
+
+    maps = torch.randn(3, 21, 8, 8, generator=generator(13)) * 2
+    # Naive twin: each map's softmax by hand, its largest cell, then the mean over the joints.
+    naive = torch.zeros(3)
+    for b in range(3):
+        peaks = []
+        for j in range(21):
+            e = maps[b, j].exp()
+            peaks.append(float((e / e.sum()).max()))
+        naive[b] = sum(peaks) / 21
+    torch.testing.assert_close(keypoint_fit(maps), naive)
+    # A map with one sharp peak fits better than a flat one; a flat map fits 1 / cells.
+    sharp, flat = torch.zeros(1, 21, 8, 8), torch.zeros(1, 21, 8, 8)
+    sharp[..., 3, 4] = 20.0
+    assert keypoint_fit(sharp) > 0.99 and keypoint_fit(flat).item() == pytest.approx(1 / 64)
+
+
+def test_rgb_features_and_keypoint_maps_come_from_one_pass():
+    encoder = ENCODERS.build("rgb_resnet18", keypoints=True).eval()
+    images = encoder_input("rgb_resnet18", 2)
+    with torch.no_grad():
+        features, logits = encoder.features_and_keypoint_maps(images)
+        torch.testing.assert_close(features, encoder.features(images))
+        torch.testing.assert_close(logits, encoder.keypoint_maps(images))
+    assert ENCODERS.build("rgb_resnet18").eval().features_and_keypoint_maps(images)[1] is None
+
+
 def test_rgb_keypoints_option_adds_a_trained_2d_term():
     encoder = ENCODERS.build("rgb_resnet18", keypoints=True).train()
     images = encoder_input("rgb_resnet18", 3)

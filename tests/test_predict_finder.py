@@ -178,6 +178,7 @@ def test_the_side_by_fit_is_the_hypothesis_whose_keypoint_maps_peak_higher(tiny_
     from test_predict import eval_frame
 
     model = load_model(tiny_checkpoints["poe"])  # keypoint stage on
+    model.config.data.preprocess.mirror_left = True  # it saw right hands only
     image_path, mask_path, label = eval_frame(tiny_data, 0)
     image, mask = read_rgb_png(image_path), hand_mask(read_label_png(mask_path), label["hand_side"])
     K, box = np.asarray(label["K"], dtype=np.float64), mask_box(mask)
@@ -188,6 +189,45 @@ def test_the_side_by_fit_is_the_hypothesis_whose_keypoint_maps_peak_higher(tiny_
     assert side_by_fit(model, image, K, box[:2], box[2:], mask) == ("left" if fits[1] > fits[0] else "right")
     with pytest.raises(Exception, match="no 2D keypoint stage to tell the side by"):
         load_model(tiny_checkpoints["crossmodal"]).keypoint_fit(crops)  # S1 here has no keypoint stage
+
+
+def test_predict_takes_the_side_by_the_models_keypoint_fit(tiny_data, tiny_checkpoints, tiny_finder, tmp_path):
+    """A model that saw right hands only (mirror_left) with a keypoint stage: predict cuts the
+    finder's crop both ways and keeps the side whose keypoint maps peak higher; joints.json keeps
+    both fits beside the finder's side; --hand still wins, and a model without the stage keeps the
+    finder's side."""
+    from crossmodal.predict import load_model, predict_image
+    from crossmodal.predict.image import crop_and_infer
+    from crossmodal.predict.outputs import write_prediction
+
+    model = load_model(tiny_checkpoints["poe"])
+    model.config.data.preprocess.mirror_left = True
+    finder = load_finder(tiny_finder / "checkpoints" / "best.ckpt")
+    checked = 0
+    for index in frames_with_a_found_hand(tiny_data, tiny_finder)[:2]:
+        image, _ = eval_image(tiny_data, index)
+        pred = predict_image(model, image, finder=finder)
+        crops = np.stack([crop_and_infer(model, pred.image, pred.K, pred.region, mirror)[0].image for mirror in (False, True)])
+        fit_right, fit_left = model.keypoint_fit(crops)
+        expected = "left" if fit_left > fit_right else "right"
+        assert pred.side_fit == {"side": expected, "fit_right": pytest.approx(fit_right, abs=1e-4),
+                                 "fit_left": pytest.approx(fit_left, abs=1e-4)}
+        assert pred.hand.side == expected and pred.hand.mirror == (expected == "left")
+        assert pred.hand.side_source.startswith("the model's keypoint fit (right ")
+        assert pred.finder["side"] in ("left", "right")  # what the finder said is kept
+        assert any("the model's keypoint fit takes" in n for n in pred.notes) == (pred.finder["side"] != expected)
+        rec = json.loads((tmp_path / str(index)).joinpath("joints.json").read_text()) if write_prediction(
+            pred, model, tmp_path / str(index), None) else None
+        assert rec["hand"]["side_by_fit"]["side"] == expected and rec["crop"]["finder"]["side"] == pred.finder["side"]
+        other = "left" if expected == "right" else "right"
+        given = predict_image(model, image, finder=finder, side=other)
+        assert given.side_fit is None and given.hand.side == other and given.hand.side_source == "--hand"
+        checked += 1
+    assert checked == 2
+    plain = load_model(tiny_checkpoints["crossmodal"])  # no keypoint stage: the finder's side
+    plain.config.data.preprocess.mirror_left = True
+    pred = predict_image(plain, image, finder=finder)
+    assert pred.side_fit is None and pred.hand.side == pred.finder["side"]
 
 
 def test_finder_eval_on_validation_frames_reproduces_the_validation_epe(tiny_data, tiny_checkpoints, tiny_finder):

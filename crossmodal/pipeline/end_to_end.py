@@ -23,15 +23,12 @@ from crossmodal.finder.metrics import box_iou
 
 def side_by_fit(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray,
                 pixels: np.ndarray | None) -> str:
-    """The side under which the model's keypoint stage fits the crop better: for a model that saw
-    right hands only, the hand taken as is (right) or mirrored (left), whichever fits sharper."""
+    """predict's side by the model's keypoint fit (``crossmodal.predict.image.side_by_fit``) for the
+    hand box ``lo``-``hi`` and its pixels."""
     from crossmodal.predict.boxes import box_region
-    from crossmodal.predict.image import crop_and_infer
+    from crossmodal.predict.image import side_by_fit as fitted_side
 
-    region = box_region(lo, hi, model.preprocess.crop_margin, "finder-eval", pixels)
-    crops = [crop_and_infer(model, image, K, region, mirror)[0].image for mirror in (False, True)]
-    as_is, mirrored = model.keypoint_fit(np.stack(crops))
-    return "left" if mirrored > as_is else "right"
+    return fitted_side(model, image, K, box_region(lo, hi, model.preprocess.crop_margin, "finder-eval", pixels))[0]
 
 
 def _pose(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, pixels: np.ndarray | None,
@@ -88,6 +85,7 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
     from crossmodal.errors import ConfigError
     from crossmodal.finder.data import mask_box
     from crossmodal.predict import load_model
+    from crossmodal.predict.image import fit_sides
     from crossmodal.registry import DATASETS
 
     if split not in SPLITS:
@@ -107,7 +105,7 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
     poses: dict[str, list[np.ndarray]] = {"ground truth": [], "finder": [], "finder, labelled side": []}
     # "finder, side by fit": the finder's box and pixels, the side by the model's own keypoint fit
     # (a model that mirrored left hands, with a keypoint stage).
-    by_fit = bool(model.preprocess.mirror_left) and model.has_keypoint_stage
+    by_fit = fit_sides(model) is not None
     if by_fit:
         poses["finder, side by fit"] = []
     fit_ok = []
@@ -162,6 +160,8 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
         "finder_box_iou": float(ious.mean()), "finder_side_accuracy": float(np.mean(side_ok)) if side_ok else 0.0,
         "ground_truth_crops": result["ground truth"], "finder_crops": result["finder"],
         "finder_crops_labelled_side": result["finder, labelled side"],
+        # The row that predict (and the exported graph) reproduce: its side is the fit's where the model has one.
+        "predict_row": "finder_crops_side_by_fit" if by_fit else "finder_crops",
         **({"finder_crops_side_by_fit": result["finder, side by fit"],
             "side_by_fit_accuracy": float(np.mean(fit_ok)) if fit_ok else 0.0} if by_fit else {}),
     }

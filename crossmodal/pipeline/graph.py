@@ -5,8 +5,11 @@ Inputs (one image at a time): ``image`` float32 (1, 3, H, W) RGB in [0, 1] at th
 intrinsics (predict's default camera: focal = image width, principal point at the centre).
 Outputs: ``pose`` (B, 21, 3) root-relative, divided by the bone 12->11, in the image's camera;
 ``cloud`` likewise (when exported); ``box`` (B, 4) the hand box's pixel edges; ``right`` (B,)
-the right-hand share of the hand probability; ``found`` (B,) 1 when a hand was found (else the
-whole image was cropped, where predict would skip the image).
+the finder's right-hand share of the hand probability; ``found`` (B,) 1 when a hand was found (else
+the whole image was cropped, where predict would skip the image). A model that saw one side only
+and has a 2D keypoint stage takes the side as predict does, by its own keypoint fit: the hand is
+encoded as is and mirrored in one batch, the sharper fit wins, and ``fit_right`` (B,) is 1 where
+that made it a right hand; without the stage the finder's side decides.
 
 The crop follows ``crossmodal.data.preprocess.crop_rgb``: the same box -> crop-square rule, view
 correction and crop intrinsics. One step differs: predict shrinks a large crop with an integer
@@ -112,11 +115,13 @@ class ImageToJoints(nn.Module):
 
         sides = training_hands(str(model.config.data.dataset), bool(pre.mirror_left)) or ("left", "right")
         self.only_side = sides[0] if len(sides) == 1 else ""
+        self.by_fit = bool(self.only_side) and getattr(self.encoder, "keypoint_stage", None) is not None
         self.image_size = (height, width)
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return ("pose", "cloud", "box", "right", "found") if self.cloud_decoder is not None else ("pose", "box", "right", "found")
+        return (("pose",) + (("cloud",) if self.cloud_decoder is not None else ()) + ("box", "right", "found")
+                + (("fit_right",) if self.by_fit else ()))
 
     def crop(self, image: Tensor, K: Tensor, box: Tensor, hand: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(B, 3, S, S) crops of the boxes, and R (corrected = R @ camera); with ``preprocess.orient``
@@ -161,24 +166,52 @@ class ImageToJoints(nn.Module):
         box = torch.where(found[:, None], located.box, whole)
         # As a float mask: onnxruntime has no Where over booleans.
         hand = (located.hand & found[:, None, None]).to(image.dtype)
+        if self.by_fit:
+            return self._by_fit(image, K, box, hand, located.right, found)
         # The finder's side, where the model saw the other one only: the image, its camera, the box
         # and the hand's pixels are mirrored (u -> W - 1 - u), and the outputs mirrored back.
         if self.only_side:
             other = located.right < 0.5 if self.only_side == "right" else located.right >= 0.5
-            flip = torch.where(other & found, -1.0, 1.0).to(image.dtype)
-            mirrored = flip < 0
-            seen = torch.where(mirrored[:, None, None, None], image.flip(-1), image)
-            K_seen = torch.where(mirrored[:, None, None], mirror_intrinsics(K, width), K)
-            box_seen = torch.where(mirrored[:, None], torch.stack([width - 1 - box[:, 2], box[:, 1], width - 1 - box[:, 0], box[:, 3]], -1), box)
-            hand = torch.where(mirrored[:, None, None], hand.flip(-1), hand)
+            mirrored = other & found
+            seen, K_seen, box_seen, hand = self._mirrored(mirrored, image, K, box, hand)
         else:
-            flip, seen, K_seen, box_seen = torch.ones_like(located.right), image, K, box
+            mirrored, seen, K_seen, box_seen = torch.zeros_like(found), image, K, box
         # No hand found: the whole image is cropped, unturned (end_to_end.py does the same).
         crops, R = self.crop(seen, K_seen, box_seen, hand)
         z = self.encoder.mu_head(self.encoder.features(crops))
+        return self._decoded(z, R, mirrored, (box, located.right, found.to(image.dtype)))
+
+    def _by_fit(self, image: Tensor, K: Tensor, box: Tensor, hand: Tensor, right: Tensor, found: Tensor) -> tuple[Tensor, ...]:
+        """Both hypotheses in one batch, as is and mirrored; each image keeps the one whose keypoint
+        maps peak higher (``encoders.keypoints.keypoint_fit``), as predict's ``side_by_fit``."""
+        from encoders.keypoints import keypoint_fit
+
+        B = len(image)
+        flipped = torch.cat([torch.zeros_like(found), torch.ones_like(found)])
+        pair = self._mirrored(flipped, image.repeat(2, 1, 1, 1), K.repeat(2, 1, 1), box.repeat(2, 1), hand.repeat(2, 1, 1))
+        crops, R = self.crop(*pair)
+        features, logits = self.encoder.features_and_keypoint_maps(crops)
+        fit = keypoint_fit(logits)
+        mirrored = (fit[B:] > fit[:B]) & found
+        z_pair = self.encoder.mu_head(features)
+        z = torch.where(mirrored[:, None], z_pair[B:], z_pair[:B])
+        R = torch.where(mirrored[:, None, None], R[B:], R[:B])
+        fit_right = mirrored if self.only_side == "left" else ~mirrored
+        return self._decoded(z, R, mirrored, (box, right, found.to(image.dtype), (fit_right & found).to(image.dtype)))
+
+    def _mirrored(self, mirrored: Tensor, image: Tensor, K: Tensor, box: Tensor, hand: Tensor) -> tuple[Tensor, ...]:
+        """Image, camera, box and hand pixels flipped left-right (u -> W - 1 - u) where ``mirrored``."""
+        width = self.image_size[1]
+        image = torch.where(mirrored[:, None, None, None], image.flip(-1), image)
+        K = torch.where(mirrored[:, None, None], mirror_intrinsics(K, width), K)
+        box = torch.where(mirrored[:, None], torch.stack([width - 1 - box[:, 2], box[:, 1], width - 1 - box[:, 0], box[:, 3]], -1), box)
+        return image, K, box, torch.where(mirrored[:, None, None], hand.flip(-1), hand)
+
+    def _decoded(self, z: Tensor, R: Tensor, mirrored: Tensor, tail: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """Pose (and cloud) in the image's camera, mirrored back where the hand was mirrored, then ``tail``."""
+        flip = torch.where(mirrored, -1.0, 1.0).to(z.dtype)
         back = torch.stack([flip, torch.ones_like(flip), torch.ones_like(flip)], -1)[:, None]
         pose = self.pose_decoder.decode(z) @ R * back  # rows: corrected -> camera is R^T, i.e. x @ R
-        tail = (box, located.right, found.to(image.dtype))
         if self.cloud_decoder is None:
             return (pose, *tail)
         return (pose, self.cloud_decoder.decode(z) @ R * back, *tail)

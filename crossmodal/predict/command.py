@@ -24,6 +24,13 @@ def _output_folders(images: Sequence[Path], out: Path) -> list[Path]:
     return folders
 
 
+def _side_origin(pred) -> str:
+    """Where a side predict chose itself came from, for the image's summary line."""
+    if pred.side_fit is not None:
+        return " (the model's keypoint fit)"
+    return " (finder)" if pred.finder is not None and pred.hand.side_source != "--hand" else ""
+
+
 def predict_images(
     ckpt: str | Path,
     images: Sequence[str | Path],
@@ -104,7 +111,7 @@ def predict_images(
         side = pred.hand.side or "side not given"
         tqdm.write(f"{image} -> {folder}/ ({', '.join(written.values())}); {NUM_JOINTS} joints in "
                    f"{pred.units}; {side} hand{', mirrored for the model' if pred.hand.mirror else ''}"
-                   f"{' (finder)' if pred.region.source == 'finder' and pred.hand.side_source != '--hand' else ''}")
+                   f"{_side_origin(pred)}")
         written_folders.append(folder)
     if failed:
         raise InputError(f"{len(failed)} of {len(files)} images skipped (errors above: {', '.join(str(f) for f in failed)}); "

@@ -66,6 +66,7 @@ class Prediction:
     rotation: np.ndarray  # the view correction R (identity without it)
     notes: list[str] = field(default_factory=list)
     finder: dict[str, Any] | None = None  # what the hand finder said, when it gave the box
+    side_fit: dict[str, Any] | None = None  # the model's keypoint fit of each side, when it chose the side
 
 
 def predict_image(
@@ -123,6 +124,16 @@ def predict_image(
         raise InputError(f"{image_path}: this model turns each crop by the hand's pixels (preprocess.orient), and "
                          f"{'--bbox' if region.source == '--bbox' else 'the whole image'} gives none: give --mask, "
                          "or a hand finder (make finder) to find the hand's pixels")
+    side_fit = None
+    if side_source not in ("--hand", "mask labels") and fit_sides(model) is not None:
+        # The finder's side is near chance on the synthetic hands; the model's own fit is not
+        # (docs/predict.md, "Which hand"). --hand and a mask's labels still win.
+        fitted, fits = side_by_fit(model, image, K, region)
+        side_fit = {"side": fitted, **{f"fit_{name}": round(float(v), 4) for name, v in zip(fit_sides(model), fits)}}
+        if said is not None and said["side"] != fitted:
+            notes.append(f"{image_path}: the model's keypoint fit takes the {fitted} hand where the finder said {said['side']}")
+        side, side_source = fitted, f"the model's keypoint fit ({', '.join(f'{k[4:]} {v:.3f}' for k, v in side_fit.items() if k != 'side')})"
+        hand = plan_hand(str(model.config.data.dataset), side, side_source, bool(model.preprocess.mirror_left))
     crop, out, outline = crop_and_infer(model, image, K, region, hand.mirror)
     # corrected = R @ camera, so camera-frame rows = corrected rows @ R; then un-mirror and scale.
     back = np.array([-1.0 if hand.mirror else 1.0, 1.0, 1.0]) * (float(bone_mm) if bone_mm is not None else 1.0)
@@ -131,7 +142,7 @@ def predict_image(
     root = fit_root_translation(joints, K, region.box_lo, region.box_hi)
     units = "mm" if bone_mm is not None else NORMALISED_UNITS
     return Prediction(image_path, image, crop.image, joints, cloud, project(joints + root, K), root, outline, region,
-                      K, K_statement, units, hand, crop.rotation, notes, said)
+                      K, K_statement, units, hand, crop.rotation, notes, said, side_fit)
 
 
 def crop_and_infer(model: InferenceModel, image: np.ndarray, K: np.ndarray, region: HandRegion,
@@ -157,3 +168,27 @@ def crop_and_infer(model: InferenceModel, image: np.ndarray, K: np.ndarray, regi
     if mirror:
         outline[:, 0] = width - 1 - outline[:, 0]
     return crop, model.predict(crop.image[None]), outline
+
+
+def fit_sides(model: InferenceModel) -> tuple[str, str] | None:
+    """(the side the model saw, the other) when its keypoint fit can tell a hand's side: it has a 2D
+    keypoint stage and saw one side only (its other side is mirrored for it); else None."""
+    from crossmodal.data.sides import training_hands
+
+    sides = training_hands(str(model.config.data.dataset), bool(model.preprocess.mirror_left))
+    if not model.has_keypoint_stage or sides is None or len(sides) != 1:
+        return None
+    return sides[0], "left" if sides[0] == "right" else "right"
+
+
+def side_by_fit(model: InferenceModel, image: np.ndarray, K: np.ndarray, region: HandRegion) -> tuple[str, np.ndarray]:
+    """The side under which the model's keypoint stage fits the hand better, and the two fits (the
+    side it saw, the other): the crop taken as is and mirrored, whichever keypoint maps peak higher
+    (``encoders.keypoints.keypoint_fit``). Needs :func:`fit_sides`."""
+    sides = fit_sides(model)
+    if sides is None:
+        raise InputError(f"{model.checkpoint}: the side by the model's fit needs a 2D keypoint stage and a model "
+                         "that saw one side only")
+    crops = [crop_and_infer(model, image, K, region, mirror)[0].image for mirror in (False, True)]
+    fits = model.keypoint_fit(np.stack(crops))
+    return sides[1] if fits[1] > fits[0] else sides[0], fits

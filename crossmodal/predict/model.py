@@ -76,9 +76,10 @@ class InferenceModel:
 
         if not self.has_keypoint_stage:
             raise ConfigError(f"{self.checkpoint}: its RGB encoder has no 2D keypoint stage to tell the side by")
+        from encoders.keypoints import keypoint_fit
+
         with torch.no_grad():
-            logits = self.strategy.encoders["image"].keypoint_maps(self.crops_to_tensor(crops))
-            return torch.softmax(logits.flatten(2).float(), -1).amax(-1).mean(1).numpy()
+            return keypoint_fit(self.strategy.encoders["image"].keypoint_maps(self.crops_to_tensor(crops))).numpy()
 
     def decode(self, z: Any) -> dict[str, np.ndarray]:
         """Every decoder's output for latent codes (N, latent_dim)."""

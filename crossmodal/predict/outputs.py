@@ -55,6 +55,7 @@ def prediction_record(pred: Prediction, model: InferenceModel, bone_mm: float | 
             "training_data": pred.hand.training_hands,
             "mirrored": pred.hand.mirror,
             "statement": pred.hand.statement,
+            **({"side_by_fit": pred.side_fit} if pred.side_fit is not None else {}),
         },
         "notes": pred.notes,
         "files": files,
