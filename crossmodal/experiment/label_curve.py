@@ -27,6 +27,7 @@ SERIES = {
     ("fewer_labels", "biomech"): "+ clouds + constraints",
     ("fewer_labels", "kp2d"): "+ clouds + constraints + 2D keypoints",
     ("fewer_labels", "pretrain"): "labelled only, pre-trained trunk",
+    ("fewer_labels", "kp2dpre"): "+ clouds + constraints + 2D keypoints, pre-trained trunk",
 }
 FULL = ("fig8_weak", "full_100")
 
