@@ -174,6 +174,10 @@ class FinderNetConfig:
     input_size: int = 96  # the image's longer side is resized (area average) to this many pixels
     min_score: float = 0.5  # a hand is found when some pixel's hand probability reaches this
     min_pixels: int = 4  # ... and the hand region holds at least this many working-resolution pixels
+    # The second look (crossmodal/finder/zoom.py): a window this many times the first box's longer
+    # side, cut from the full-resolution image at input_size and located again; 0: one look. It also
+    # trains the network on a window around every training frame's hand (moved and scaled at random).
+    zoom: float = 0.0
 
 
 @dataclass

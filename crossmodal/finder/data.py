@@ -37,6 +37,9 @@ class FinderFrames:
     box: torch.Tensor
     hand_pixels: torch.Tensor | None
     index: torch.Tensor
+    full_images: torch.Tensor | None = None  # (N, 3, H, W) uint8, with the hand pixels: the second look reads them
+    windows: torch.Tensor | None = None  # (N, 3, n, n) uint8: a window around each hand (finder.zoom), n = input_size
+    window_classes: torch.Tensor | None = None  # (N, n, n) int64, its classes
 
     def __len__(self) -> int:
         return len(self.images)
@@ -58,17 +61,49 @@ def shrink_frame(image: np.ndarray, labels: np.ndarray, input_size: int) -> tupl
     return small, fractions.argmax(axis=0)
 
 
-def _read(dataset: Any, i: int, input_size: int, keep_full: bool) -> dict[str, Any]:
+#: How a training window strays from the hand's true box, as the one-look finder's boxes stray
+#: (experiments/results/whole_image.md: centre shifts within +-0.17 box sides and sides 0.83-1.53
+#: times the true one in 80% of frames): centre shift ~ N(0, WINDOW_SHIFT) box sides per axis,
+#: side x exp(N(0, WINDOW_SCALE)).
+WINDOW_SHIFT, WINDOW_SCALE = 0.15, 0.25
+
+
+def training_window(image: np.ndarray, labels: np.ndarray, box: np.ndarray, zoom: float, cells: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(3, n, n) uint8 window and (n, n) classes around the hand box ``box`` (pixel edges), ``zoom``
+    times its longer side, moved and scaled at random as a first look errs; cut by the second
+    look's own sampling (``crossmodal.finder.zoom``), so training sees what inference sees."""
+    from crossmodal.finder.zoom import sampling_matrix, window_of
+
+    longer = float(np.max(box[2:] - box[:2]))
+    centre = (box[:2] + box[2:]) / 2 + rng.normal(0.0, WINDOW_SHIFT, 2) * longer
+    half = longer * float(np.exp(rng.normal(0.0, WINDOW_SCALE))) / 2
+    moved = torch.tensor([[centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half]], dtype=torch.float64)
+    u0, v0, side = window_of(moved, zoom)
+    rows = sampling_matrix(v0, side, cells, image.shape[0])[0].numpy()
+    cols = sampling_matrix(u0, side, cells, image.shape[1])[0].numpy()
+    window = np.clip(np.rint(rows @ image.transpose(2, 0, 1).astype(np.float64) @ cols.T), 0, 255).astype(np.uint8)
+    classes = LABEL_TO_CLASS[labels]
+    hands = rows @ np.stack([classes == 1, classes == 2]).astype(np.float64) @ cols.T
+    # What lies outside the image reads as black background, as the window's pixels do.
+    return window, np.concatenate([1.0 - hands.sum(axis=0, keepdims=True), hands]).argmax(axis=0)
+
+
+def _read(dataset: Any, i: int, input_size: int, keep_full: bool, zoom: float = 0.0, seed: int = 0) -> dict[str, Any]:
     paths = dataset.frame_paths(i)
     image = read_rgb_png(paths["color"], f"{dataset.NAME} colour")
     labels = read_label_png(paths["mask"], f"{dataset.NAME} mask")
     side = choose_hand(labels, dataset.raw_annotation(i)["uv_vis"][:, 2] == 1)
     evaluated = hand_mask(labels, side)
     small, classes = shrink_frame(image, labels, input_size)
+    box = mask_box(evaluated) if evaluated.any() else None
+    window = None
+    if zoom > 0 and box is not None:
+        window = training_window(image, labels, box, zoom, input_size, np.random.default_rng([seed, i]))
     return {
-        "image": small, "classes": classes, "side": int(side == "right"),
-        "box": mask_box(evaluated) if evaluated.any() else None,
+        "image": small, "classes": classes, "side": int(side == "right"), "box": box,
         "hand_pixels": (LABEL_TO_CLASS[labels] > 0) if keep_full else None,
+        "full_image": image.transpose(2, 0, 1) if keep_full else None, "window": window,
     }
 
 
@@ -82,14 +117,17 @@ def _init_worker(dataset_name: str, root: str, split: str) -> None:
     _WORKER["dataset"] = DATASETS.get(dataset_name)(root, split)
 
 
-def _read_in_worker(args: tuple[int, int, bool]) -> dict[str, Any]:
+def _read_in_worker(args: tuple[int, int, bool, float, int]) -> dict[str, Any]:
     return _read(_WORKER["dataset"], *args)
 
 
 def load_frames(dataset_name: str, root: str | Path, split: str, input_size: int, limit: int = 0,
-                keep_full: bool = False, workers: int | None = None, progress: bool = True) -> FinderFrames:
+                keep_full: bool = False, workers: int | None = None, progress: bool = True, zoom: float = 0.0,
+                seed: int = 0) -> FinderFrames:
     """The first ``limit`` frames (0: all) of a split whose evaluated hand has mask pixels; the reader's
-    errors (missing folder, corrupt PNG) are its one-line DataErrors naming the file."""
+    errors (missing folder, corrupt PNG) are its one-line DataErrors naming the file. ``keep_full``
+    keeps the full-resolution images and hand pixels; ``zoom`` > 0 adds a training window around
+    each hand (drawn from ``seed`` and the frame's index, so a run's windows are fixed)."""
     import multiprocessing as mp
     import os
 
@@ -99,7 +137,7 @@ def load_frames(dataset_name: str, root: str | Path, split: str, input_size: int
 
     dataset = DATASETS.get(dataset_name, key="data.dataset")(root, split)
     count = len(dataset) if limit <= 0 else min(limit, len(dataset))
-    jobs = [(i, input_size, keep_full) for i in range(count)]
+    jobs = [(i, input_size, keep_full, zoom, seed) for i in range(count)]
     workers = min(workers or os.cpu_count() or 1, 4)
     bar = dict(total=count, desc=f"finder data: {split}", unit="frame", disable=not progress)
     if workers > 1 and count >= 64:
@@ -124,4 +162,7 @@ def load_frames(dataset_name: str, root: str | Path, split: str, input_size: int
         box=torch.from_numpy(np.stack([rows[i]["box"] for i in kept])).float(),
         hand_pixels=torch.from_numpy(np.stack([rows[i]["hand_pixels"] for i in kept])) if keep_full else None,
         index=torch.tensor(kept),
+        full_images=torch.from_numpy(np.stack([rows[i]["full_image"] for i in kept])) if keep_full else None,
+        windows=torch.from_numpy(np.stack([rows[i]["window"][0] for i in kept])) if zoom > 0 else None,
+        window_classes=torch.from_numpy(np.stack([rows[i]["window"][1] for i in kept])) if zoom > 0 else None,
     )

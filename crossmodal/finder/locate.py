@@ -14,6 +14,7 @@ probabilities upsampled bilinearly to the image, thresholded at 0.5 (sub-pixel e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -55,8 +56,11 @@ def edges(occupied: Tensor) -> tuple[Tensor, Tensor]:
     return first, last
 
 
-def locate_hand(logits: Tensor, image_size: tuple[int, int]) -> Located:
-    """One hand per image from (B, 3, h, w) logits (background, left, right); ``image_size`` = (H, W)."""
+def locate_hand(logits: Tensor, image_size: tuple[int, int],
+                resample: Callable[[Tensor], Tensor] | None = None) -> Located:
+    """One hand per image from (B, 3, h, w) logits (background, left, right); ``image_size`` = (H, W).
+    ``resample`` takes (B, C, h, w) maps to the image's pixels (default: bilinear over the whole
+    image; the second look's window maps back through ``zoom.back_matrix``)."""
     probs = logits.softmax(dim=1)
     hand = probs[:, 1:2] + probs[:, 2:3]  # (B, 1, h, w)
     batch, _, h, w = hand.shape
@@ -71,7 +75,8 @@ def locate_hand(logits: Tensor, image_size: tuple[int, int]) -> Located:
     right = mass[:, 1] / mass.sum(dim=1).clamp_min(1e-6)
     # The region's own probabilities, one pixel wider so that interpolation sees its edge fall off.
     near = F.max_pool2d(region, 3, stride=1, padding=1)
-    up = F.interpolate(torch.cat([hand * near, hand], 1), size=image_size, mode="bilinear", align_corners=False)
+    maps = torch.cat([hand * near, hand], 1)
+    up = resample(maps) if resample is not None else F.interpolate(maps, size=image_size, mode="bilinear", align_corners=False)
     inside, any_hand = up[:, 0] > 0.5, up[:, 1] > 0.5
     u0, u1 = edges(inside.any(dim=1))
     v0, v1 = edges(inside.any(dim=2))

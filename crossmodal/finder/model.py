@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from crossmodal.errors import ConfigError
-from crossmodal.finder.locate import locate_hand
+from crossmodal.finder.locate import Located, locate_hand
 from crossmodal.finder.resize import finder_input
+from crossmodal.finder.zoom import look_twice
 
 LATEST = "latest-finder"
 MAKE_ONE = "train one with `make finder` (python -m crossmodal finder)"
@@ -46,15 +47,32 @@ class HandFinder:
     def input_size(self) -> int:
         return int(self.config["finder"]["input_size"])
 
+    @property
+    def zoom(self) -> float:
+        """The second look's window over the first box's longer side; 0: one look (finders trained before it)."""
+        return float(self.config["finder"].get("zoom") or 0.0)
+
     def logits(self, image: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
             return self.net(finder_input(image, self.input_size))
+
+    def locate(self, images: torch.Tensor, small: torch.Tensor) -> Located:
+        """``locate_hand`` on (B, 3, h, w) working-size images ``small`` and, with ``zoom``, the
+        second look at the full-resolution ``images`` (B, 3, H, W), both in [0, 1]."""
+        finder = self.config["finder"]
+        with torch.no_grad():
+            located = locate_hand(self.net(small), tuple(images.shape[-2:]))
+            if self.zoom > 0:
+                located = look_twice(self.net, images, located, self.zoom, self.input_size, finder["min_score"],
+                                     finder["min_pixels"])
+        return located
 
     def find(self, image: np.ndarray) -> FoundHand | None:
         """The hand in an (H, W, 3) uint8 image, or None when no pixel is confidently a hand."""
         from scipy import ndimage
 
-        located = locate_hand(self.logits(image), image.shape[:2])
+        full = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div_(255.0)
+        located = self.locate(full, finder_input(image, self.input_size))
         finder = self.config["finder"]
         if not bool(located.found(finder["min_score"], finder["min_pixels"])[0]) or not located.hand[0].any():
             return None

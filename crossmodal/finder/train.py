@@ -43,22 +43,23 @@ def ensure_frames(cfg: DictConfig) -> None:
 
 
 def _loader(frames: FinderFrames, rows: np.ndarray, batch_size: int, shuffle: bool) -> Any:
-    from torch.utils.data import DataLoader, TensorDataset
+    """Batches of the frames' whole images and, with ``finder.zoom``, of their windows beside them."""
+    from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
 
-    dataset = TensorDataset(frames.images[rows], frames.classes[rows])
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=0)
+    parts = [TensorDataset(frames.images[rows], frames.classes[rows])]
+    if frames.windows is not None:
+        parts.append(TensorDataset(frames.windows[rows], frames.window_classes[rows]))
+    return DataLoader(ConcatDataset(parts), batch_size=batch_size, shuffle=shuffle, num_workers=0)
 
 
 def evaluate_frames(finder: HandFinder, frames: FinderFrames, image_size: tuple[int, int], batch: int = 64) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Full-resolution report of ``finder`` on frames kept with their hand pixels (``keep_full``)."""
-    from crossmodal.finder.locate import locate_hand
-
     cfg = finder.config["finder"]
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("mask_iou", "box_iou", "side_ok", "found", "box", "right")}
     with torch.no_grad():
         for start in range(0, len(frames), batch):
             rows = slice(start, start + batch)
-            located = locate_hand(finder.net(frames.images[rows].float() / 255.0), image_size)
+            located = finder.locate(frames.full_images[rows].float() / 255.0, frames.images[rows].float() / 255.0)
             parts["mask_iou"].append(mask_iou(located.any_hand, frames.hand_pixels[rows]))
             parts["box_iou"].append(box_iou(located.box, frames.box[rows]))
             parts["side_ok"].append((located.right > 0.5).long() == frames.side[rows])
@@ -102,7 +103,7 @@ def train_finder(cfg: DictConfig) -> FinderRun:
 
     from crossmodal import report
     from crossmodal.config import save_config
-    from crossmodal.errors import DataError
+    from crossmodal.errors import ConfigError, DataError
     from crossmodal.finder.module import FinderModule
     from crossmodal.runlog import point_latest
 
@@ -113,8 +114,14 @@ def train_finder(cfg: DictConfig) -> FinderRun:
     L.seed_everything(cfg.seed, verbose=False)
     # The data is read before the run folder exists: a bad dataset leaves nothing behind.
     ensure_frames(cfg)
-    data, size = cfg.data, cfg.finder.input_size
-    train = load_frames(data.dataset, data.root, "training", size, data.train_frames, progress=cfg.progress)
+    data, size, zoom = cfg.data, cfg.finder.input_size, float(cfg.finder.zoom)
+    if 0 < zoom < 1:
+        raise ConfigError(f"finder.zoom must be 0 (one look) or at least 1 (a window around the first box), got {zoom}")
+    train = load_frames(data.dataset, data.root, "training", size, data.train_frames, progress=cfg.progress, zoom=zoom,
+                        seed=cfg.seed)
+    if train.windows is not None and train.windows.shape[-2:] != train.images.shape[-2:]:
+        raise ConfigError(f"finder.zoom needs square images (its windows are {size}x{size}); {data.root} has "
+                          f"{tuple(train.images.shape[-2:])} at the working size")
     evaluation = load_frames(data.dataset, data.root, "evaluation", size, data.eval_frames, keep_full=True, progress=cfg.progress)
     n_val = max(1, int(round(len(train) * data.val_fraction)))
     if len(train) - n_val < 1:

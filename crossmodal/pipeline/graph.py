@@ -1,6 +1,9 @@
 """Image -> joints in one graph (ONNX / TorchScript): area downscale, finder, hand box, the
 training crop as a homography sample, RGB encoder, decoders, joints back in the image's camera.
 
+With a finder that looks twice (``finder.zoom``), its second look is in the graph too
+(``crossmodal.finder.zoom``: the window is cut and mapped back by matrix products).
+
 Inputs (one image at a time): ``image`` float32 (1, 3, H, W) RGB in [0, 1] at the size fixed at export, ``K`` (1, 3, 3)
 intrinsics (predict's default camera: focal = image width, principal point at the centre).
 Outputs: ``pose`` (B, 21, 3) root-relative, divided by the bone 12->11, in the image's camera;
@@ -28,6 +31,7 @@ from torch import Tensor, nn
 
 from crossmodal.data.geometry import ISOTROPIC
 from crossmodal.finder.locate import locate_hand
+from crossmodal.finder.zoom import look_twice
 from crossmodal.finder.resize import area_matrix, working_size
 
 SUPERSAMPLES = 4  # per crop-pixel side
@@ -103,6 +107,7 @@ class ImageToJoints(nn.Module):
         self.register_buffer("cols", torch.from_numpy(area_matrix(width, small[1])).float())
         self.finder = finder.net
         self.min_score, self.min_pixels = float(finder.config["finder"]["min_score"]), float(finder.config["finder"]["min_pixels"])
+        self.zoom, self.finder_size = finder.zoom, finder.input_size
         self.encoder = model.strategy.encoders["image"]
         self.pose_decoder = model.strategy.decoders["pose"]
         self.cloud_decoder = model.strategy.decoders["cloud"] if with_cloud else None
@@ -160,6 +165,8 @@ class ImageToJoints(nn.Module):
     def forward(self, image: Tensor, K: Tensor) -> tuple[Tensor, ...]:
         small = self.rows @ image @ self.cols.T
         located = locate_hand(self.finder(small), self.image_size)
+        if self.zoom > 0:
+            located = look_twice(self.finder, image, located, self.zoom, self.finder_size, self.min_score, self.min_pixels)
         found = located.found(self.min_score, self.min_pixels)
         height, width = self.image_size
         whole = torch.tensor([-0.5, -0.5, width - 0.5, height - 0.5], dtype=image.dtype).expand_as(located.box)
