@@ -36,11 +36,11 @@ def crops_both_ways(model, image, K, mask, side):
     [as is (the hand taken for a right one), mirrored (taken for a left one)]."""
     from crossmodal.finder.data import mask_box
     from crossmodal.predict.boxes import box_region
-    from crossmodal.predict.image import crop_and_infer
+    from crossmodal.predict.image import crop_hand
 
     box = mask_box(mask)
     region = box_region(box[:2], box[2:], model.preprocess.crop_margin, "side probe", mask)
-    return [crop_and_infer(model, image, K, region, mirror)[0] for mirror in (False, True)]
+    return [crop_hand(model, image, K, region, mirror)[0] for mirror in (False, True)]
 
 
 def measures(model, crops):

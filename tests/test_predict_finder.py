@@ -213,11 +213,12 @@ def test_predict_takes_the_side_by_the_models_keypoint_fit(tiny_data, tiny_check
         assert pred.side_fit == {"side": expected, "fit_right": pytest.approx(fit_right, abs=1e-4),
                                  "fit_left": pytest.approx(fit_left, abs=1e-4)}
         assert pred.hand.side == expected and pred.hand.mirror == (expected == "left")
+        assert np.array_equal(pred.crop, crops[int(pred.hand.mirror)])  # the chosen hypothesis' crop, reused
         assert pred.hand.side_source.startswith("the model's keypoint fit (right ")
         assert pred.finder["side"] in ("left", "right")  # what the finder said is kept
         assert any("the model's keypoint fit takes" in n for n in pred.notes) == (pred.finder["side"] != expected)
-        rec = json.loads((tmp_path / str(index)).joinpath("joints.json").read_text()) if write_prediction(
-            pred, model, tmp_path / str(index), None) else None
+        write_prediction(pred, model, tmp_path / str(index), None)
+        rec = record(tmp_path / str(index))
         assert rec["hand"]["side_by_fit"]["side"] == expected and rec["crop"]["finder"]["side"] == pred.finder["side"]
         other = "left" if expected == "right" else "right"
         given = predict_image(model, image, finder=finder, side=other)

@@ -52,10 +52,6 @@ class HandFinder:
         """The second look's window over the first box's longer side; 0: one look (finders trained before it)."""
         return float(self.config["finder"].get("zoom") or 0.0)
 
-    def logits(self, image: np.ndarray) -> torch.Tensor:
-        with torch.no_grad():
-            return self.net(finder_input(image, self.input_size))
-
     def locate(self, images: torch.Tensor, small: torch.Tensor) -> Located:
         """``locate_hand`` on (B, 3, h, w) working-size images ``small`` and, with ``zoom``, the
         second look at the full-resolution ``images`` (B, 3, H, W), both in [0, 1]."""

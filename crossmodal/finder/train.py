@@ -112,11 +112,11 @@ def train_finder(cfg: DictConfig) -> FinderRun:
         cfg.name = f"finder-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.out_dir) / cfg.name
     L.seed_everything(cfg.seed, verbose=False)
-    # The data is read before the run folder exists: a bad dataset leaves nothing behind.
-    ensure_frames(cfg)
     data, size, zoom = cfg.data, cfg.finder.input_size, float(cfg.finder.zoom)
     if 0 < zoom < 1:
         raise ConfigError(f"finder.zoom must be 0 (one look) or at least 1 (a window around the first box), got {zoom}")
+    # The data is read before the run folder exists: a bad dataset leaves nothing behind.
+    ensure_frames(cfg)
     train = load_frames(data.dataset, data.root, "training", size, data.train_frames, progress=cfg.progress, zoom=zoom,
                         seed=cfg.seed)
     if train.windows is not None and train.windows.shape[-2:] != train.images.shape[-2:]:

@@ -124,17 +124,19 @@ def predict_image(
         raise InputError(f"{image_path}: this model turns each crop by the hand's pixels (preprocess.orient), and "
                          f"{'--bbox' if region.source == '--bbox' else 'the whole image'} gives none: give --mask, "
                          "or a hand finder (make finder) to find the hand's pixels")
-    side_fit = None
-    if side_source not in ("--hand", "mask labels") and fit_sides(model) is not None:
+    side_fit, sides, cropped = None, fit_sides(model), None
+    if side_source not in ("--hand", "mask labels") and sides is not None:
         # The finder's side is near chance on the synthetic hands; the model's own fit is not
         # (docs/predict.md, "Which hand"). --hand and a mask's labels still win.
-        fitted, fits = side_by_fit(model, image, K, region)
-        side_fit = {"side": fitted, **{f"fit_{name}": round(float(v), 4) for name, v in zip(fit_sides(model), fits)}}
+        fitted, fits, hypotheses = side_by_fit(model, image, K, region)
+        side_fit = {"side": fitted, **{f"fit_{name}": round(float(v), 4) for name, v in zip(sides, fits)}}
         if said is not None and said["side"] != fitted:
             notes.append(f"{image_path}: the model's keypoint fit takes the {fitted} hand where the finder said {said['side']}")
-        side, side_source = fitted, f"the model's keypoint fit ({', '.join(f'{k[4:]} {v:.3f}' for k, v in side_fit.items() if k != 'side')})"
+        side, side_source = fitted, f"the model's keypoint fit ({', '.join(f'{name} {v:.3f}' for name, v in zip(sides, fits))})"
         hand = plan_hand(str(model.config.data.dataset), side, side_source, bool(model.preprocess.mirror_left))
-    crop, out, outline = crop_and_infer(model, image, K, region, hand.mirror)
+        cropped = hypotheses[int(hand.mirror)]  # the chosen hypothesis' crop, not cut again
+    crop, outline = cropped or crop_hand(model, image, K, region, hand.mirror)
+    out = model.predict(crop.image[None])
     # corrected = R @ camera, so camera-frame rows = corrected rows @ R; then un-mirror and scale.
     back = np.array([-1.0 if hand.mirror else 1.0, 1.0, 1.0]) * (float(bone_mm) if bone_mm is not None else 1.0)
     joints = (out["pose"][0].astype(np.float64) @ crop.rotation) * back
@@ -147,7 +149,15 @@ def predict_image(
 
 def crop_and_infer(model: InferenceModel, image: np.ndarray, K: np.ndarray, region: HandRegion,
                    mirror: bool, preprocess: Any = None) -> tuple[Any, dict[str, np.ndarray], np.ndarray]:
-    """The training crop of the hand, the model's outputs on it, and the crop's outline in the image.
+    """The training crop of the hand (:func:`crop_hand`), the model's outputs on it, and the crop's
+    outline in the image."""
+    crop, outline = crop_hand(model, image, K, region, mirror, preprocess)
+    return crop, model.predict(crop.image[None]), outline
+
+
+def crop_hand(model: InferenceModel, image: np.ndarray, K: np.ndarray, region: HandRegion,
+              mirror: bool, preprocess: Any = None) -> tuple[Any, np.ndarray]:
+    """The training crop of the hand and the crop's outline in the image.
 
     When the hand is mirrored for the model, the model sees the flipped image with the flipped
     camera (:func:`mirror_intrinsics`), the crop centre and the hand's pixels flipped
@@ -167,7 +177,7 @@ def crop_and_infer(model: InferenceModel, image: np.ndarray, K: np.ndarray, regi
     outline = apply_homography(np.linalg.inv(crop.homography), corners)
     if mirror:
         outline[:, 0] = width - 1 - outline[:, 0]
-    return crop, model.predict(crop.image[None]), outline
+    return crop, outline
 
 
 def fit_sides(model: InferenceModel) -> tuple[str, str] | None:
@@ -181,14 +191,16 @@ def fit_sides(model: InferenceModel) -> tuple[str, str] | None:
     return sides[0], "left" if sides[0] == "right" else "right"
 
 
-def side_by_fit(model: InferenceModel, image: np.ndarray, K: np.ndarray, region: HandRegion) -> tuple[str, np.ndarray]:
-    """The side under which the model's keypoint stage fits the hand better, and the two fits (the
-    side it saw, the other): the crop taken as is and mirrored, whichever keypoint maps peak higher
+def side_by_fit(model: InferenceModel, image: np.ndarray, K: np.ndarray,
+                region: HandRegion) -> tuple[str, np.ndarray, list[tuple[Any, np.ndarray]]]:
+    """The side under which the model's keypoint stage fits the hand better, the two fits (the side
+    it saw, the other), and the two crops with their outlines (:func:`crop_hand`, as is and
+    mirrored, for the caller to reuse): whichever keypoint maps peak higher
     (``encoders.keypoints.keypoint_fit``). Needs :func:`fit_sides`."""
     sides = fit_sides(model)
     if sides is None:
         raise InputError(f"{model.checkpoint}: the side by the model's fit needs a 2D keypoint stage and a model "
                          "that saw one side only")
-    crops = [crop_and_infer(model, image, K, region, mirror)[0].image for mirror in (False, True)]
-    fits = model.keypoint_fit(np.stack(crops))
-    return sides[1] if fits[1] > fits[0] else sides[0], fits
+    crops = [crop_hand(model, image, K, region, mirror) for mirror in (False, True)]
+    fits = model.keypoint_fit(np.stack([crop.image for crop, _ in crops]))
+    return sides[1] if fits[1] > fits[0] else sides[0], fits, crops
