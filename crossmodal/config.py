@@ -64,6 +64,10 @@ class AugmentConfig:
     # drawn at random, one a sample, with probability crop_error_rate (else the crop is kept).
     crop_errors: str = ""
     crop_error_rate: float = 1.0
+    # Rows turned by more than this many degrees keep their shift and scale but are not turned: an
+    # upside-down crop is the upright rule's sign flipped, which a model learns only at the
+    # canonical hand's expense (experiments/results/whole_image.md).
+    crop_error_max_turn: float = 180.0
 
 
 @dataclass

@@ -177,6 +177,17 @@ def test_a_measured_turn_rotates_the_pose_and_rate_zero_keeps_the_crop(tmp_path)
     torch.testing.assert_close(kept["pose"], batch["pose"], atol=1e-6, rtol=0)
 
 
+def test_a_turn_beyond_max_turn_keeps_its_zoom_and_shift_unturned(tmp_path) -> None:
+    from crossmodal.data.augment import crop_error_table
+
+    rows = [(0.1, 0.0, 1.25, 170.0), (0.1, 0.0, 1.25, -170.0), (0.0, 0.1, 0.8, 30.0), (0.0, 0.1, 0.8, 90.0)]
+    full = crop_error_table(_errors_file(tmp_path, rows), 1.4)
+    capped = crop_error_table(_errors_file(tmp_path, rows), 1.4, max_turn=90.0)
+    torch.testing.assert_close(capped[:, :3], full[:, :3])
+    np.testing.assert_allclose(capped[:, 3].numpy(), np.radians([0.0, 0.0, 30.0, 90.0]), rtol=1e-6)
+    np.testing.assert_allclose(full[:, 3].numpy(), np.radians([170.0, -170.0, 30.0, 90.0]), rtol=1e-6)
+
+
 @pytest.mark.parametrize("content, expected", [("not json", "expected a JSON of experiments/finder_errors.py"),
                                                ('{"rows": []}', "expected finite rows with scale > 0, got 0 rows"),
                                                ('{"rows": [{"shift_x": 0}]}', "KeyError")])

@@ -110,9 +110,10 @@ def similarity(scale: torch.Tensor, shift: torch.Tensor, angle: torch.Tensor, si
     return A, Rz
 
 
-def crop_error_table(path: str | Path, crop_margin: float) -> torch.Tensor:
+def crop_error_table(path: str | Path, crop_margin: float, max_turn: float = 180.0) -> torch.Tensor:
     """(N, 4) similarity parameters of a finder's measured crop errors (``experiments/finder_errors.py``):
-    zoom, shift x and y as fractions of the crop side, angle (radians).
+    zoom, shift x and y as fractions of the crop side, angle (radians); a row turned by more than
+    ``max_turn`` degrees keeps its zoom and shift, unturned.
 
     A finder box whose centre is off by ``shift`` (in ground-truth box sides) and whose side is
     ``scale`` times the truth's shows the hand ``1 / scale`` as large, ``-shift / (margin x scale)``
@@ -128,7 +129,8 @@ def crop_error_table(path: str | Path, crop_margin: float) -> torch.Tensor:
         raise DataError(f"data.augment.crop_errors {path}: expected finite rows with scale > 0, got {len(table)} rows")
     zoom = 1.0 / table[:, 2]
     shift = -table[:, :2] / (crop_margin * table[:, 2:3])
-    return torch.as_tensor(np.column_stack([zoom, shift, np.radians(table[:, 3])]), dtype=torch.float32)
+    turn = np.where(np.abs(table[:, 3]) > max_turn, 0.0, np.radians(table[:, 3]))
+    return torch.as_tensor(np.column_stack([zoom, shift, turn]), dtype=torch.float32)
 
 
 def augment_batch(

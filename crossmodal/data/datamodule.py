@@ -157,6 +157,9 @@ class CrossmodalDataModule(L.LightningDataModule):
                               "data.labeled_fraction < 1 and data.drop_unlabeled=false")
         if not 0.0 <= cfg.augment.crop_error_rate <= 1.0:
             raise ConfigError(f"data.augment.crop_error_rate must be in [0, 1], got {cfg.augment.crop_error_rate}")
+        if not 0.0 <= cfg.augment.crop_error_max_turn <= 180.0:
+            raise ConfigError(f"data.augment.crop_error_max_turn must be in [0, 180] degrees, got "
+                              f"{cfg.augment.crop_error_max_turn}")
         self.cfg = cfg
         self.progress = progress
         self.datasets: dict[str, CachedHandDataset] = {}
@@ -281,7 +284,8 @@ class CrossmodalDataModule(L.LightningDataModule):
         if not self.cfg.augment.crop_errors:
             return None
         if self._crop_error_table is None:
-            self._crop_error_table = crop_error_table(self.cfg.augment.crop_errors, self.cfg.preprocess.crop_margin)
+            self._crop_error_table = crop_error_table(self.cfg.augment.crop_errors, self.cfg.preprocess.crop_margin,
+                                                      self.cfg.augment.crop_error_max_turn)
         return self._crop_error_table
 
     def finish_batch(self, batch: dict[str, torch.Tensor], augment: bool) -> dict[str, torch.Tensor]:

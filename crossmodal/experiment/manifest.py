@@ -18,7 +18,8 @@ NOT_HASHED = ("name", "out_dir", "resume", "trainer.progress", "data.num_workers
 #: those runs did: left out of the hash while they hold it, so that a new option does not orphan
 #: every recorded run (a test checks the recorded runs' hashes).
 HASHED_UNLESS = {"data.labeled_per_batch": 0, "data.unlabeled_2d": False, "model.pose_losses": [],
-                 "model.pose_loss_options": {}, "data.augment.crop_errors": "", "data.augment.crop_error_rate": 1.0}
+                 "model.pose_loss_options": {}, "data.augment.crop_errors": "", "data.augment.crop_error_rate": 1.0,
+                 "data.augment.crop_error_max_turn": 180.0}
 
 @dataclass
 class Row:
