@@ -210,6 +210,9 @@ class FinderOptimConfig:
     weight_decay: float = 1e-4
     max_epochs: int = 8
     dice_weight: float = 1.0  # soft Dice on the hand classes beside the cross-entropy (hands are few pixels)
+    # Cross-entropy weight of the rest of the person's pixels (RHD label 1: the forearm), the
+    # background most like a hand: a finder that takes the forearm for the hand draws its box too long.
+    person_weight: float = 1.0
 
 
 @dataclass
@@ -290,7 +293,7 @@ def validate_finder(cfg: Any) -> None:
     if cfg.data.dataset not in ("rhd", "synthetic"):
         raise ConfigError(f"data.dataset: a finder trains on part masks, which {cfg.data.dataset!r} does not have; "
                           "use rhd or synthetic (the finder then crops any image, STB's included)")
-    for key in ("finder.input_size", "data.batch_size", "optim.max_epochs"):
+    for key in ("finder.input_size", "data.batch_size", "optim.max_epochs", "optim.person_weight"):
         from omegaconf import OmegaConf
 
         if OmegaConf.select(cfg, key) <= 0:

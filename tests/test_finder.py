@@ -112,6 +112,57 @@ def test_box_iou():
     assert box_iou(a, b).tolist() == pytest.approx([50 / 150, 0.0])
 
 
+# ------------------------------------------------------------------------- the person's own pixels
+
+
+def test_the_forearm_is_its_own_class_at_any_scale_and_not_a_hand_pixel():
+    """RHD label 1 (the rest of the person) becomes PERSON where it holds the largest area share,
+    left and right hands 1 and 2; the full-resolution hand pixels leave it out."""
+    from crossmodal.finder.data import PERSON, LABEL_TO_CLASS, shrink_frame
+
+    labels = np.zeros((40, 40), dtype=np.uint8)
+    labels[:, 0:12] = 1  # the forearm
+    labels[:, 12:24] = 20  # a right hand's part
+    labels[:, 24:28] = 5  # a left hand's part
+    _, classes = shrink_frame(np.zeros((40, 40, 3), dtype=np.uint8), labels, 20)
+    naive = LABEL_TO_CLASS[labels[::2, ::2]]  # each 2x2 cell holds one label here
+    np.testing.assert_array_equal(classes, naive)
+    assert set(np.unique(classes)) == {0, 1, 2, PERSON}
+    assert np.isin(LABEL_TO_CLASS[labels], (1, 2)).sum() == 40 * 16
+
+
+def test_person_pixels_are_background_with_their_own_weight():
+    """The weighted cross-entropy against its naive twin: a mean over pixels, each counted weight times."""
+    from crossmodal.finder.data import PERSON
+    from crossmodal.finder.module import FinderModule, augment, targets
+
+    classes = torch.tensor([[[0, 1, 2, PERSON], [PERSON, PERSON, 0, 2]]])
+    target, weight = targets(classes, 4.0)
+    assert target.tolist() == [[[0, 1, 2, 0], [0, 0, 0, 2]]] and weight.tolist() == [[[1, 1, 1, 4], [4, 4, 1, 1]]]
+    logits = torch.randn(1, 3, 2, 4, generator=torch.Generator().manual_seed(0))
+    module = FinderModule(_finder_config(person_weight=4.0, dice_weight=0.0))
+    loss, _ = module.loss(logits, classes)
+    log_p = logits.log_softmax(dim=1)[0]
+    terms = [(-log_p[target[0, r, c], r, c], weight[0, r, c]) for r in range(2) for c in range(4)]
+    naive = sum(t * w for t, w in terms) / sum(w for _, w in terms)
+    torch.testing.assert_close(loss, naive)
+    plain = FinderModule(_finder_config(person_weight=1.0, dice_weight=0.0)).loss(logits, classes)[0]
+    torch.testing.assert_close(plain, torch.nn.functional.cross_entropy(logits, target))
+    # Mirroring swaps the hands and keeps the person.
+    torch.manual_seed(0)
+    _, flipped = augment(torch.zeros(64, 3, 2, 4), classes.expand(64, 2, 4), flip=True, jitter=0.0)
+    assert {tuple(f.flatten().tolist()) for f in flipped} == {(0, 1, 2, PERSON, PERSON, PERSON, 0, 2),
+                                                                (PERSON, 1, 2, 0, 1, 0, PERSON, PERSON)}
+
+
+def _finder_config(**optim) -> dict:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.structured(FinderRunConfig), resolve=True)
+    cfg["optim"].update(optim)
+    return cfg
+
+
 # ------------------------------------------------------------------------- a real training run
 
 

@@ -20,9 +20,22 @@ import torch
 from crossmodal.data.rhd import choose_hand, hand_mask, read_label_png, read_rgb_png
 from crossmodal.finder.resize import area_resize_numpy, working_size
 
-#: Finder classes per RHD mask label: 0 background (and 1, the rest of the person), 1 left, 2 right.
+#: Finder classes per RHD mask label: 0 background, 1 left, 2 right, and PERSON for label 1, the rest
+#: of the person (the arms). The network has three outputs and PERSON is background to it; it is
+#: kept apart so that training can weigh the background most like a hand (``optim.person_weight``).
+PERSON = 3
 LABEL_TO_CLASS = np.zeros(256, dtype=np.int64)
-LABEL_TO_CLASS[2:18], LABEL_TO_CLASS[18:34] = 1, 2
+LABEL_TO_CLASS[1], LABEL_TO_CLASS[2:18], LABEL_TO_CLASS[18:34] = PERSON, 1, 2
+
+
+def area_classes(fractions: np.ndarray) -> np.ndarray:
+    """(h, w) class of the largest area fraction, from (3, h, w) fractions of left, right and person."""
+    return np.concatenate([1.0 - fractions.sum(axis=0, keepdims=True), fractions]).argmax(axis=0)
+
+
+def _class_planes(labels: np.ndarray) -> np.ndarray:
+    classes = LABEL_TO_CLASS[labels]
+    return np.stack([classes == 1, classes == 2, classes == PERSON])
 
 
 @dataclass
@@ -52,13 +65,10 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
 
 
 def shrink_frame(image: np.ndarray, labels: np.ndarray, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(3, h, w) uint8 image and (h, w) classes at the working resolution."""
+    """(3, h, w) uint8 image and (h, w) classes (``LABEL_TO_CLASS``) at the working resolution."""
     size = working_size(image.shape[0], image.shape[1], input_size)
     small = np.clip(np.rint(area_resize_numpy(image.transpose(2, 0, 1), size)), 0, 255).astype(np.uint8)
-    classes = LABEL_TO_CLASS[labels]
-    hands = area_resize_numpy(np.stack([classes == 1, classes == 2]), size)
-    fractions = np.concatenate([1.0 - hands.sum(axis=0, keepdims=True), hands])
-    return small, fractions.argmax(axis=0)
+    return small, area_classes(area_resize_numpy(_class_planes(labels), size))
 
 
 #: How a training window strays from the hand's true box, as the one-look finder's boxes stray
@@ -83,10 +93,8 @@ def training_window(image: np.ndarray, labels: np.ndarray, box: np.ndarray, zoom
     rows = sampling_matrix(v0, side, cells, image.shape[0])[0].numpy()
     cols = sampling_matrix(u0, side, cells, image.shape[1])[0].numpy()
     window = np.clip(np.rint(rows @ image.transpose(2, 0, 1).astype(np.float64) @ cols.T), 0, 255).astype(np.uint8)
-    classes = LABEL_TO_CLASS[labels]
-    hands = rows @ np.stack([classes == 1, classes == 2]).astype(np.float64) @ cols.T
     # What lies outside the image reads as black background, as the window's pixels do.
-    return window, np.concatenate([1.0 - hands.sum(axis=0, keepdims=True), hands]).argmax(axis=0)
+    return window, area_classes(rows @ _class_planes(labels).astype(np.float64) @ cols.T)
 
 
 def _read(dataset: Any, i: int, input_size: int, keep_full: bool, zoom: float = 0.0, seed: int = 0) -> dict[str, Any]:
@@ -102,7 +110,7 @@ def _read(dataset: Any, i: int, input_size: int, keep_full: bool, zoom: float = 
         window = training_window(image, labels, box, zoom, input_size, np.random.default_rng([seed, i]))
     return {
         "image": small, "classes": classes, "side": int(side == "right"), "box": box,
-        "hand_pixels": (LABEL_TO_CLASS[labels] > 0) if keep_full else None,
+        "hand_pixels": np.isin(LABEL_TO_CLASS[labels], (1, 2)) if keep_full else None,
         "full_image": image.transpose(2, 0, 1) if keep_full else None, "window": window,
     }
 

@@ -16,7 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from crossmodal.finder.data import PERSON
 from crossmodal.finder.locate import locate_hand
+
+
+def targets(classes: Tensor, person_weight: float) -> tuple[Tensor, Tensor]:
+    """The network's classes (PERSON is background) and each pixel's cross-entropy weight."""
+    person = classes == PERSON
+    weight = 1.0 + (person_weight - 1.0) * person.float()
+    return torch.where(person, torch.zeros_like(classes), classes), weight
 
 
 def dice_loss(logits: Tensor, classes: Tensor) -> Tensor:
@@ -32,7 +40,7 @@ def augment(images: Tensor, classes: Tensor, flip: bool, jitter: float) -> tuple
     """Mirror half the batch (swapping left and right) and jitter brightness and contrast."""
     if flip:
         mirrored = torch.rand(len(images), device=images.device) < 0.5
-        swapped = torch.tensor([0, 2, 1], device=classes.device)[classes]
+        swapped = torch.tensor([0, 2, 1, PERSON], device=classes.device)[classes]
         images = torch.where(mirrored[:, None, None, None], images.flip(-1), images)
         classes = torch.where(mirrored[:, None, None], swapped.flip(-1), classes)
     if jitter > 0:
@@ -61,7 +69,9 @@ class FinderModule(L.LightningModule):
         return self.net(images)
 
     def loss(self, logits: Tensor, classes: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        ce = F.cross_entropy(logits, classes)
+        classes, weight = targets(classes, float(self.cfg["optim"].get("person_weight", 1.0)))
+        # The weighted mean (as F.cross_entropy weighs classes): a weight of 1 gives the plain mean.
+        ce = (F.cross_entropy(logits, classes, reduction="none") * weight).sum() / weight.sum()
         dice = dice_loss(logits, classes)
         return ce + self.cfg["optim"]["dice_weight"] * dice, {"ce": ce.detach(), "dice": dice.detach()}
 
@@ -78,6 +88,7 @@ class FinderModule(L.LightningModule):
         images, classes = batch
         logits = self(images.float() / 255.0)
         loss, _ = self.loss(logits, classes)
+        classes = targets(classes, 1.0)[0]
         # Working-resolution IoU of the hand pixels (either side), per image: the checkpoint monitor.
         hand, truth = logits.argmax(dim=1) > 0, classes > 0
         iou = (hand & truth).sum(dim=(1, 2)) / (hand | truth).sum(dim=(1, 2)).clamp_min(1)
