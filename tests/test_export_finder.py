@@ -64,13 +64,15 @@ def test_oriented_left_mirroring_model_exports_with_the_finder(tiny_data, tiny_f
 
 
 def test_graph_roll_equals_the_training_pipelines(tiny_data):
-    """The graph's batched roll (crossmodal.pipeline.graph.roll_upright) turns a hand mask as
-    geometry.roll_upright turns its pixels, and an empty or a whole-image (isotropic) mask is
+    """The graph's batched roll (crossmodal.pipeline.graph.roll_upright) of a hand mask's
+    ``upright_points`` turns it as geometry.roll_upright turns predict's ``upright_pixels`` of the
+    finder's hand (every third row and column), and an empty or a whole-image (isotropic) mask is
     not turned."""
     import torch
 
     from crossmodal.data import geometry
-    from crossmodal.pipeline.graph import roll_upright
+    from crossmodal.finder.locate import UPRIGHT_STRIDE, upright_pixels
+    from crossmodal.pipeline.graph import roll_upright, upright_points
 
     root = Path(next(o.split("=", 1)[1] for o in tiny_data if o.startswith("data.root="))) / "evaluation" / "mask"
     masks = [np.asarray(Image.open(p)) for p in sorted(root.glob("*.png"))[:3]]
@@ -78,13 +80,15 @@ def test_graph_roll_equals_the_training_pipelines(tiny_data):
                                                                np.zeros_like(masks[0], dtype=bool)])
     rng = np.random.default_rng(0)
     H = np.stack([np.array([[0.3, 0.02, -10.0], [-0.01, 0.3, -5.0], [1e-4, 2e-4, 1.0]]) + rng.normal(0, 1e-3, (3, 3)) for _ in hands])
-    graph = roll_upright(torch.from_numpy(hands), torch.from_numpy(H))
+    graph = roll_upright(*upright_points(torch.from_numpy(hands).float()), torch.from_numpy(H))
     for k, hand in enumerate(hands[:-1]):
         rows, cols = np.nonzero(hand)
-        expected = geometry.roll_upright(geometry.apply_homography(H[k], np.stack([cols, rows], 1).astype(np.float64)))
+        naive = np.stack([cols, rows], 1)[(rows % UPRIGHT_STRIDE == 0) & (cols % UPRIGHT_STRIDE == 0)].astype(np.float64)
+        np.testing.assert_array_equal(upright_pixels(hand), naive)
+        expected = geometry.roll_upright(geometry.apply_homography(H[k], naive))
         np.testing.assert_allclose(graph[k].numpy(), expected, atol=1e-6)
     np.testing.assert_array_equal(graph[-1].numpy(), np.eye(3))
-    whole = roll_upright(torch.ones(1, 320, 320), torch.eye(3)[None] * 0.2)  # a whole image, scaled
+    whole = roll_upright(*upright_points(torch.ones(1, 320, 320)), torch.eye(3)[None] * 0.2)  # a whole image, scaled
     np.testing.assert_array_equal(whole[0].numpy(), np.eye(3))
 
 
@@ -119,7 +123,14 @@ def test_graph_mirrors_and_turns_the_crop_as_predict_does(mirror_left, tiny_data
         assert (pred.side_fit is not None) == mirror_left
         assert pred.hand.mirror == (mirror_left and pred.side_fit["side"] == "left")
         if mirror_left:
-            assert out[-1][0] == float(pred.hand.side == "right")  # fit_right
+            fits = pred.side_fit["fit_right"], pred.side_fit["fit_left"]
+            graph_side = "right" if out[-1][0] == 1 else "left"  # fit_right
+            if abs(fits[0] - fits[1]) < 1e-3 * max(fits):
+                # A near tie (a tiny model's maps are flat) falls either way as the two samplers
+                # differ: the graph's side is then compared with predict given that side.
+                pred = predict_image(model, path, finder=finder, side=graph_side)
+            else:
+                assert graph_side == pred.hand.side
         # The batch holds the hand as is and, with the fit, mirrored: the kept one is predict's.
         kept = seen[-1][int(pred.hand.mirror)].permute(1, 2, 0).numpy()
         assert np.abs(kept - pred.crop / 255.0).mean() < 0.03

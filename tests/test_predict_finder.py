@@ -182,7 +182,7 @@ def test_the_side_by_fit_is_the_hypothesis_whose_keypoint_maps_peak_higher(tiny_
     image_path, mask_path, label = eval_frame(tiny_data, 0)
     image, mask = read_rgb_png(image_path), hand_mask(read_label_png(mask_path), label["hand_side"])
     K, box = np.asarray(label["K"], dtype=np.float64), mask_box(mask)
-    region = box_region(box[:2], box[2:], model.preprocess.crop_margin, "test", mask)
+    region = box_region(box[:2], box[2:], model.preprocess.crop_margin, "test", mask, found=True)
     crops = np.stack([crop_and_infer(model, image, K, region, mirror)[0].image for mirror in (False, True)])
     fits = model.keypoint_fit(crops)
     assert fits.shape == (2,) and ((fits > 0) & (fits <= 1)).all() and fits[0] != fits[1]

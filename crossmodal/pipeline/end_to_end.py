@@ -28,15 +28,17 @@ def side_by_fit(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi
     from crossmodal.predict.boxes import box_region
     from crossmodal.predict.image import side_by_fit as fitted_side
 
-    return fitted_side(model, image, K, box_region(lo, hi, model.preprocess.crop_margin, "finder-eval", pixels))[0]
+    return fitted_side(model, image, K, box_region(lo, hi, model.preprocess.crop_margin, "finder-eval", pixels,
+                                                   found=True))[0]
 
 
 def _pose(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, pixels: np.ndarray | None,
-          side: str | None) -> np.ndarray:
+          side: str | None, found: bool = True) -> np.ndarray:
     """The model's pose (normalised, root-relative, image camera) for the hand box ``lo``-``hi`` of
     side ``side``, cropped by predict's own code: mirrored when the model saw the other side only
-    (``plan_hand``), turned by the hand's ``pixels`` (H, W) bool for ``preprocess.orient``. A frame
-    where the finder saw nothing has no pixels: its whole-image crop is then not turned."""
+    (``plan_hand``), turned by the hand's ``pixels`` (H, W) bool for ``preprocess.orient`` (the
+    finder's, ``found``, as predict takes them; else a mask's). A frame where the finder saw nothing
+    has no pixels: its whole-image crop is then not turned."""
     from dataclasses import replace
 
     from crossmodal.predict.boxes import box_region
@@ -45,7 +47,7 @@ def _pose(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.n
 
     pre = model.preprocess
     mirror = plan_hand(str(model.config.data.dataset), side, "finder-eval", bool(pre.mirror_left)).mirror
-    region = box_region(lo, hi, pre.crop_margin, "finder-eval", pixels)
+    region = box_region(lo, hi, pre.crop_margin, "finder-eval", pixels, found=found)
     crop, out, _ = crop_and_infer(model, image, K, region, mirror, None if pixels is not None else replace(pre, orient=False))
     # Model output: normalised, root-relative, in the crop camera; R^T takes it to the image camera.
     return (out["pose"][0].astype(np.float64) @ crop.rotation) * np.array([-1.0 if mirror else 1.0, 1.0, 1.0])
@@ -135,7 +137,7 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
                                              ("finder", (found_box[:2], found_box[2:], found_pixels, found_side)),
                                              ("finder, labelled side", (found_box[:2], found_box[2:], found_pixels,
                                                                         label["hand_side"]))):
-            poses[name].append(_pose(model, image, K, lo, hi, pixels, side))
+            poses[name].append(_pose(model, image, K, lo, hi, pixels, side, found=name != "ground truth"))
         if by_fit:
             if found is None:
                 fitted = None

@@ -25,14 +25,18 @@ class HandRegion:
     hand_uv: np.ndarray | None = None
 
 
-def box_region(lo: np.ndarray, hi: np.ndarray, margin: float, source: str, pixels: np.ndarray | None = None) -> HandRegion:
+def box_region(lo: np.ndarray, hi: np.ndarray, margin: float, source: str, pixels: np.ndarray | None = None,
+               found: bool = False) -> HandRegion:
     """The crop of a hand box given by its pixel edges, as ``preprocess.crop_box`` makes it from a
-    mask; ``pixels`` (H, W) bool, when known, are the hand's pixels."""
+    mask; ``pixels`` (H, W) bool, when known, are the hand's pixels: all of them from a mask, or
+    with ``found`` (the finder's) those the image -> joints graph turns the crop by
+    (``crossmodal.finder.locate.upright_pixels``)."""
     from crossmodal.data.preprocess import crop_box, mask_pixels
+    from crossmodal.finder.locate import upright_pixels
 
     centre, side = crop_box(None, np.stack([lo, hi]), margin)
-    return HandRegion(np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64), centre, side, source,
-                      None if pixels is None else mask_pixels(pixels))
+    hand_uv = None if pixels is None else (upright_pixels(pixels) if found else mask_pixels(pixels))
+    return HandRegion(np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64), centre, side, source, hand_uv)
 
 
 def hand_region(shape: tuple[int, ...], mask: np.ndarray | None, bbox: Sequence[float] | None, margin: float) -> HandRegion:

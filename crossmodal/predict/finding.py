@@ -42,7 +42,7 @@ def finder_region(finder: Any, image: np.ndarray, image_path: Path, side: str | 
         notes.append(f"{image_path}: the finder sees {found.regions} hand regions; using the one with the most hand "
                      f"probability around it (box {', '.join(f'{v:.0f}' for v in found.box)})")
     chosen, source = _side(found, side, image_path, "finder", notes)
-    region = box_region(found.box[:2], found.box[2:], margin, "finder", found.pixels)
+    region = box_region(found.box[:2], found.box[2:], margin, "finder", found.pixels, found=True)
     said = {"finder": finder.source, "side": found.side, "p_right": round(found.right_probability, 4),
             "score": round(found.score, 4), "hand_pixels": int(found.pixels.sum()), "hand_regions": found.regions}
     return region, chosen, source, notes, said
@@ -79,4 +79,4 @@ def finder_in_box(finder: Any, image: np.ndarray, image_path: Path, region: Hand
     said = {"finder": finder.source, "side": found.side, "p_right": round(found.right_probability, 4),
             "score": round(found.score, 4), "hand_pixels": int(pixels.sum()), "hand_regions": found.regions,
             "inside": "--bbox"}
-    return box_region(region.box_lo, region.box_hi, margin, "--bbox", pixels), chosen, source, notes, said
+    return box_region(region.box_lo, region.box_hi, margin, "--bbox", pixels, found=True), chosen, source, notes, said
