@@ -128,6 +128,11 @@ def test_the_forearm_is_its_own_class_at_any_scale_and_not_a_hand_pixel():
     naive = LABEL_TO_CLASS[labels[::2, ::2]]  # each 2x2 cell holds one label here
     np.testing.assert_array_equal(classes, naive)
     assert set(np.unique(classes)) == {0, 1, 2, PERSON}
+    # One cell of 7 hand, 6 person and 3 background pixels: the hand's 7 are set against the other
+    # 9, as they were before the person had a class of its own, and the person outweighs the background.
+    mixed = np.array([20] * 7 + [1] * 6 + [0] * 3, dtype=np.uint8).reshape(4, 4)
+    _, small = shrink_frame(np.zeros((4, 4, 3), dtype=np.uint8), mixed, 1)
+    assert small.tolist() == [[PERSON]]
     assert np.isin(LABEL_TO_CLASS[labels], (1, 2)).sum() == 40 * 16
 
 

@@ -29,8 +29,13 @@ LABEL_TO_CLASS[1], LABEL_TO_CLASS[2:18], LABEL_TO_CLASS[18:34] = PERSON, 1, 2
 
 
 def area_classes(fractions: np.ndarray) -> np.ndarray:
-    """(h, w) class of the largest area fraction, from (3, h, w) fractions of left, right and person."""
-    return np.concatenate([1.0 - fractions.sum(axis=0, keepdims=True), fractions]).argmax(axis=0)
+    """(h, w) classes from (3, h, w) area fractions of left, right and person: the largest of
+    left, right and the rest (so the hands' cells do not depend on the person's pixels), and a
+    cell of the rest is PERSON where the person covers more of it than the background does."""
+    hands = fractions[:2]
+    rest = 1.0 - hands.sum(axis=0)
+    classes = np.concatenate([rest[None], hands]).argmax(axis=0)
+    return np.where((classes == 0) & (fractions[2] > rest - fractions[2]), PERSON, classes)
 
 
 def _class_planes(labels: np.ndarray) -> np.ndarray:
