@@ -90,6 +90,12 @@ def test_graph_roll_equals_the_training_pipelines(tiny_data):
     np.testing.assert_array_equal(graph[-1].numpy(), np.eye(3))
     whole = roll_upright(*upright_points(torch.ones(1, 320, 320)), torch.eye(3)[None] * 0.2)  # a whole image, scaled
     np.testing.assert_array_equal(whole[0].numpy(), np.eye(3))
+    # A tiny hand with no pixel on the grid: predict and the graph both leave its crop unturned.
+    tiny = np.zeros((1, 40, 40), dtype=bool)
+    tiny[0, 4:6, 4:6] = True
+    assert len(upright_pixels(tiny[0])) == 0
+    np.testing.assert_array_equal(roll_upright(*upright_points(torch.from_numpy(tiny).float()), torch.eye(3)[None])[0].numpy(),
+                                  np.eye(3))
 
 
 @pytest.mark.parametrize("mirror_left", [False, True])

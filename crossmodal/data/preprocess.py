@@ -125,12 +125,14 @@ def crop_rgb(image: np.ndarray, K: np.ndarray, centre: np.ndarray, side: float, 
     Shared by training (``preprocess_frame``) and inference (``crossmodal.predict``) so a
     user's image reaches the encoder exactly as the training crops did. With ``cfg.orient``
     the camera is also rolled so that the hand's pixels ``hand_uv`` (N, 2, source image) have
-    their long axis upright (``geometry.roll_upright``).
+    their long axis upright (``geometry.roll_upright``; fewer than two pixels: not rolled).
     """
     K = np.asarray(K, dtype=np.float64)
     if cfg.orient and not cfg.view_correction:
         raise ConfigError("preprocess.orient needs preprocess.view_correction: the roll turns the corrected camera")
-    if cfg.orient and (hand_uv is None or len(hand_uv) == 0):
+    # An empty set is given, not missing: a tiny hand with no pixel on the finder's upright grid
+    # (``crossmodal.finder.locate.upright_pixels``) is not turned, as the exported graph leaves it.
+    if cfg.orient and hand_uv is None:
         raise DataError("preprocess.orient: this model's crops are turned by the hand's pixels, and none were given "
                          "(give a hand mask, or let the hand finder find the hand)")
     if cfg.view_correction:
