@@ -140,9 +140,13 @@ class ImageToJoints(nn.Module):
         return (("pose",) + (("cloud",) if self.cloud_decoder is not None else ()) + ("box", "right", "found")
                 + (("fit_right",) if self.by_fit else ()))
 
-    def crop(self, image: Tensor, K: Tensor, box: Tensor, hand: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    def crop(self, image: Tensor, K: Tensor, box: Tensor, hand: tuple[Tensor, Tensor] | None = None,
+             mirrored: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(B, 3, S, S) crops of the boxes, and R (corrected = R @ camera); with ``preprocess.orient``
-        the camera is rolled by the hand pixels ``hand`` (``upright_points``), as ``crop_rgb`` does."""
+        the camera is rolled by the hand pixels ``hand`` (``upright_points``), as ``crop_rgb`` does.
+        Where ``mirrored`` (B,), ``K``, ``box`` and ``hand`` are the flipped image's (``_mirrored``)
+        and ``image`` is not flipped: its crop samples the image at u -> W - 1 - u, which is the
+        flipped image's sample without a flipped copy of the image."""
         S, (height, width) = self.crop_size, self.image_size
         centre = (box[:, :2] + box[:, 2:]) / 2
         side = ((box[:, 2:] - box[:, :2]).amax(dim=1) * self.margin).clamp_min(1.0)
@@ -168,6 +172,8 @@ class ImageToJoints(nn.Module):
         v, u = torch.meshgrid(fine, fine, indexing="ij")
         points = torch.stack([u, v, torch.ones_like(u)], -1).reshape(1, -1, 3) @ source_from_crop.transpose(1, 2)
         uv = points[..., :2] / points[..., 2:]
+        if mirrored is not None:
+            uv = torch.where(mirrored[:, None, None], torch.stack([width - 1 - uv[..., 0], uv[..., 1]], -1), uv)
         # grid_sample with align_corners=False puts pixel j's centre at (2j + 1) / n - 1; outside reads 0.
         grid = torch.stack([(2 * uv[..., 0] + 1) / width - 1, (2 * uv[..., 1] + 1) / height - 1], -1)
         grid = grid.reshape(len(image), S * SUPERSAMPLES, S * SUPERSAMPLES, 2)
@@ -187,8 +193,8 @@ class ImageToJoints(nn.Module):
         hand = upright_points((located.hand & found[:, None, None]).to(image.dtype))
         if self.by_fit:
             return self._by_fit(image, K, box, hand, located.right, found)
-        # The finder's side, where the model saw the other one only: the image, its camera, the box
-        # and the hand's pixels are mirrored (u -> W - 1 - u), and the outputs mirrored back.
+        # The finder's side, where the model saw the other one only: the image (by its sampling), its
+        # camera, the box and the hand's pixels are mirrored (u -> W - 1 - u), and the outputs mirrored back.
         if self.only_side:
             other = located.right < 0.5 if self.only_side == "right" else located.right >= 0.5
             mirrored = other & found
@@ -196,7 +202,7 @@ class ImageToJoints(nn.Module):
         else:
             mirrored, seen, K_seen, box_seen = torch.zeros_like(found), image, K, box
         # No hand found: the whole image is cropped, unturned (end_to_end.py does the same).
-        crops, R = self.crop(seen, K_seen, box_seen, hand)
+        crops, R = self.crop(seen, K_seen, box_seen, hand, mirrored)
         z = self.encoder.mu_head(self.encoder.features(crops))
         return self._decoded(z, R, mirrored, (box, located.right, found.to(image.dtype)))
 
@@ -210,7 +216,7 @@ class ImageToJoints(nn.Module):
         points, weights = hand
         pair = self._mirrored(flipped, image.repeat(2, 1, 1, 1), K.repeat(2, 1, 1), box.repeat(2, 1),
                               (points.expand(2 * B, -1, -1), weights.repeat(2, 1)))
-        crops, R = self.crop(*pair)
+        crops, R = self.crop(*pair, flipped)
         features, logits = self.encoder.features_and_keypoint_maps(crops)
         fit = keypoint_fit(logits)
         mirrored = (fit[B:] > fit[:B]) & found
@@ -222,10 +228,9 @@ class ImageToJoints(nn.Module):
 
     def _mirrored(self, mirrored: Tensor, image: Tensor, K: Tensor, box: Tensor,
                   hand: tuple[Tensor, Tensor]) -> tuple[Any, ...]:
-        """Image, camera, box and hand pixels (``upright_points``) flipped left-right (u -> W - 1 - u)
-        where ``mirrored``."""
+        """Camera, box and hand pixels (``upright_points``) flipped left-right (u -> W - 1 - u) where
+        ``mirrored``; the image is left as it is, for ``crop`` to sample it mirrored."""
         width = self.image_size[1]
-        image = torch.where(mirrored[:, None, None, None], image.flip(-1), image)
         K = torch.where(mirrored[:, None, None], mirror_intrinsics(K, width), K)
         box = torch.where(mirrored[:, None], torch.stack([width - 1 - box[:, 2], box[:, 1], width - 1 - box[:, 0], box[:, 3]], -1), box)
         points, weights = hand
