@@ -116,9 +116,9 @@ def tiny_checkpoints(tiny_data, tmp_path_factory) -> dict[str, Path]:
 #: A finder trained on the tiny synthetic data long enough to find its hands (~480 Adam steps; after the
 #: ~150 of 40 epochs it still marked no hand pixel on one machine and its packages, cause not isolated).
 #: One look (finder.zoom=0): its second look is tested on this finder by setting zoom on the loaded
-#: finder (tests/test_finder_zoom.py), and a finder trained with windows there in its own test.
-# One look and the forearm counted as any background: the finder these tests' expectations of a
-# 16-frame run (a blank image has no hand, two hands give two regions) were set against.
+#: finder (tests/test_finder_zoom.py), and a finder trained with windows there in its own test. The
+#: forearm counts as any background (optim.person_weight=1): the finder against which these tests'
+#: expectations of a 16-frame run (a blank image has no hand, two hands give two regions) were set.
 TINY_FINDER_OVERRIDES = ["finder.input_size=64", "data.batch_size=4", "optim.max_epochs=120", "data.val_fraction=0.2",
                          "progress=false", "finder.zoom=0", "optim.person_weight=1"]
 

@@ -26,7 +26,8 @@ SEED_SMOOTHING = 5
 
 #: A crop is turned upright by the finder's hand pixels on every UPRIGHT_STRIDE-th row and column
 #: (``upright_pixels``): the turn is a second-moment statistic, which a ninth of the pixels gives
-#: as well, and over every pixel of the image it was a third of the image -> joints graph's time.
+#: as well (predict's end-to-end validation error 34.49 mm against 34.52 with every pixel), and over
+#: every pixel of the image it was a third of the image -> joints graph's kernel time at one thread.
 UPRIGHT_STRIDE = 3
 
 

@@ -69,7 +69,7 @@ class FinderModule(L.LightningModule):
         return self.net(images)
 
     def loss(self, logits: Tensor, classes: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        classes, weight = targets(classes, float(self.cfg["optim"].get("person_weight", 1.0)))
+        classes, weight = targets(classes, float(self.cfg["optim"]["person_weight"]))
         # The weighted mean (as F.cross_entropy weighs classes): a weight of 1 gives the plain mean.
         ce = (F.cross_entropy(logits, classes, reduction="none") * weight).sum() / weight.sum()
         dice = dice_loss(logits, classes)

@@ -33,7 +33,7 @@ def side_by_fit(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi
 
 
 def _pose(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, pixels: np.ndarray | None,
-          side: str | None, found: bool = True) -> np.ndarray:
+          side: str | None, found: bool) -> np.ndarray:
     """The model's pose (normalised, root-relative, image camera) for the hand box ``lo``-``hi`` of
     side ``side``, cropped by predict's own code: mirrored when the model saw the other side only
     (``plan_hand``), turned by the hand's ``pixels`` (H, W) bool for ``preprocess.orient`` (the
@@ -144,7 +144,8 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
             else:
                 fitted = side_by_fit(model, image, K, found_box[:2], found_box[2:], found_pixels)
                 fit_ok.append(fitted == label["hand_side"])
-            poses["finder, side by fit"].append(_pose(model, image, K, found_box[:2], found_box[2:], found_pixels, fitted))
+            poses["finder, side by fit"].append(_pose(model, image, K, found_box[:2], found_box[2:], found_pixels, fitted,
+                                                              found=True))
         xyz = np.asarray(label["xyz"], dtype=np.float64)
         scale = float(bone_scale(xyz))
         truth.append((xyz - xyz[0]) / scale)
