@@ -54,6 +54,29 @@ def evaluation_images(root: Path, count: int) -> list[Path]:
     return files
 
 
+def cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU-seconds of the whole machine, of this process and its ended children), or None
+    where /proc/stat cannot be read: their difference over the timing is other processes' load."""
+    import resource
+
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+    ours = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+    return busy, ours
+
+
+def other_load(start: tuple[float, float] | None, began: float) -> float | None:
+    """Cores' worth of CPU that other processes used since ``start`` (``cpu_seconds``) at ``began``."""
+    end = cpu_seconds()
+    if start is None or end is None:
+        return None
+    return max(0.0, (end[0] - start[0]) - (end[1] - start[1])) / (time.perf_counter() - began)
+
+
 def percentiles(ms: list[float]) -> tuple[float, float]:
     return float(np.median(ms)), float(np.percentile(ms, 90))
 
@@ -185,6 +208,9 @@ def run(args: argparse.Namespace) -> dict:
         if not args.no_mediapipe:
             mp_engine = MediaPipeEngine(mediapipe_python(args.mediapipe_python))
             mp_engine.warmup(files[0], args.warmup)
+        # Other processes' load is measured over the timed blocks: medians taken beside other work
+        # move by several milliseconds, more at 2 threads than at 1.
+        began, start_cpu = time.perf_counter(), cpu_seconds()
         label_mp = f"MediaPipe Hands {mp_engine.version if mp_engine else ''} (static images, its own threads)"
         for start in range(0, len(files), BLOCK):
             block = slice(start, start + BLOCK)
@@ -200,9 +226,10 @@ def run(args: argparse.Namespace) -> dict:
                 results[label_mp]["found"] += found
             print(f"latency: {min(start + BLOCK, len(files))}/{len(files)} images", flush=True)
         if mp_engine:
-            mp_engine.close()
+            mp_engine.close()  # its CPU time joins ours once it has ended
+        load = other_load(start_cpu, began)
     per_image, loading = time_predict(args.ckpt, args.finder, files[:args.predict_images]) if args.predict_images else (None, None)
-    return {"rows": results, "predict": (per_image, loading), "size": size, "count": len(files)}
+    return {"rows": results, "predict": (per_image, loading), "size": size, "count": len(files), "other_load": load}
 
 
 def write_report(args: argparse.Namespace, measured: dict, out: Path) -> str:
@@ -219,6 +246,10 @@ def write_report(args: argparse.Namespace, measured: dict, out: Path) -> str:
         f"onnxruntime {onnxruntime.__version__}, torch {torch.__version__}",
         f"- images: the first {measured['count']} synthetic evaluation images, {width}x{height}, decoded before timing; "
         f"warm-up {args.warmup} images an engine; blocks of {BLOCK} images taken in turn by every engine",
+        "- other processes' load while timing: " + ("unknown" if measured["other_load"] is None else
+                                                     f"{measured['other_load']:.2f} of {os.cpu_count()} cores"
+                                                     + (" (busy: the medians are not a quiet machine's)"
+                                                        if measured["other_load"] > 0.25 else "")),
         "- ours: the `export --finder --format onnx` graph (finder, hand box, crop, RGB encoder, decoders); "
         "MediaPipe: `solutions.hands` with `static_image_mode=True`, one hand, model complexity 1",
         "",
