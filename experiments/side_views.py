@@ -19,7 +19,7 @@ and the EPE with the labelled side and with the other one (what a wrong side cos
 
 Frames are also binned by the fingers' mean bend: a flat hand seen edge-on is where a mirror in
 depth changes least. Writes ``side_views_<split>.json`` (the tables), ``side_views_<split>_rows.json``
-(per frame) and ``side_views_<split>.jpg`` (the two crops of frames from three facings, right and
+(per frame) and ``side_views_<split>.jpg`` (the two crops of frames from three views, right and
 wrong) to ``--out`` (default: beside the checkpoint's run).
 """
 
@@ -137,7 +137,7 @@ def table(rows: list[dict], crops: str, key: str = "facing", edges=EDGES, names=
 
 
 def figure(model, dataset, rows: list[dict], path: Path, per_bin: int = 3) -> None:
-    """For three facings (back, edge-on, palm): frames whose side the fit got right and wrong, each
+    """For three views (the back of the hand, a flat hand edge-on, the palm): frames whose side the fit got right and wrong, each
     as its two ground-truth crops (as is | mirrored) with their fits, the canonical one outlined."""
     import matplotlib
 
@@ -146,12 +146,14 @@ def figure(model, dataset, rows: list[dict], path: Path, per_bin: int = 3) -> No
 
     from crossmodal.data.rhd import hand_mask, read_label_png, read_rgb_png
 
-    bins = [(BIN_NAMES[0], lambda f: f < -0.5), (BIN_NAMES[2], lambda f: -0.2 <= f < 0.2), (BIN_NAMES[4], lambda f: f >= 0.5)]
+    bins = [(BIN_NAMES[0], lambda r: r["facing"] < -0.5),
+            ("flat (< 20 deg) and edge-on", lambda r: abs(r["facing"]) < 0.2 and r["bend"] < 20.0),
+            (BIN_NAMES[4], lambda r: r["facing"] >= 0.5)]
     fig, axes = plt.subplots(len(bins), 4 * per_bin, figsize=(2.0 * per_bin * 4, 2.4 * len(bins)), squeeze=False)
     for b, (name, inside) in enumerate(bins):
         chosen = []
         for want in (True, False):
-            chosen += [r for r in rows if inside(r["facing"]) and r["truth"]["right"] == want][:per_bin]
+            chosen += [r for r in rows if inside(r) and r["truth"]["right"] == want][:per_bin]
         for c in range(2 * per_bin):
             for half in range(2):
                 ax = axes[b, 2 * c + half]
@@ -179,7 +181,7 @@ def figure(model, dataset, rows: list[dict], path: Path, per_bin: int = 3) -> No
                     ax.set_yticks([])
         axes[b, 0].text(-0.15, 0.5, name, transform=axes[b, 0].transAxes, rotation=90, va="center", ha="right", fontsize=9)
     fig.suptitle("Ground-truth crops both ways with the keypoint fit of each (the canonical crop outlined green): "
-                 f"{per_bin} frames the fit got right, then {per_bin} it got wrong, per facing", fontsize=10)
+                 f"{per_bin} frames the fit got right, then {per_bin} it got wrong, per view", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=64, pil_kwargs={"quality": 85})
     plt.close(fig)
