@@ -184,6 +184,10 @@ class FinderNetConfig:
     # 2: box IoU >= 0.5 in 90% of the evaluation frames against 78%, end to end 34.52 against 40.40 mm
     # on validation, for about twice the training time (docs/predict.md, "Finding the hand").
     zoom: float = 2.0
+    # At inference, average the finder's class probabilities with those of the mirrored image (left
+    # and right swapped; crossmodal/finder/flip.py): end to end 0.5-0.7 mm lower on validation in two
+    # seeds, for one more finder pass a look. Finders trained before it take it too.
+    flip_average: bool = True
 
 
 @dataclass

@@ -39,9 +39,19 @@ class HandFinder:
     """A finder network in eval mode with its run config (a plain dict) and where it came from."""
 
     def __init__(self, net: torch.nn.Module, config: dict[str, Any], source: str) -> None:
+        from crossmodal.finder.flip import FlipAveraged
+
         self.net = net.eval()
         self.config = config
         self.source = source
+        # What locates the hand: the network, averaged with its mirror image unless the config says not to.
+        self.logits_of = FlipAveraged(self.net).eval() if self.flip_average else self.net
+
+    @property
+    def flip_average(self) -> bool:
+        """Whether the finder's probabilities are averaged with the mirror image's (a finder's config
+        without the key, from before the option, takes the default)."""
+        return bool(self.config["finder"].get("flip_average", True))
 
     @property
     def input_size(self) -> int:
@@ -57,9 +67,9 @@ class HandFinder:
         second look at the full-resolution ``images`` (B, 3, H, W), both in [0, 1]."""
         finder = self.config["finder"]
         with torch.no_grad():
-            located = locate_hand(self.net(small), tuple(images.shape[-2:]))
+            located = locate_hand(self.logits_of(small), tuple(images.shape[-2:]))
             if self.zoom > 0:
-                located = look_twice(self.net, images, located, self.zoom, self.input_size, finder["min_score"],
+                located = look_twice(self.logits_of, images, located, self.zoom, self.input_size, finder["min_score"],
                                      finder["min_pixels"])
         return located
 

@@ -117,7 +117,7 @@ class ImageToJoints(nn.Module):
         small = working_size(height, width, finder.input_size)
         self.register_buffer("rows", torch.from_numpy(area_matrix(height, small[0])).float())
         self.register_buffer("cols", torch.from_numpy(area_matrix(width, small[1])).float())
-        self.finder = finder.net
+        self.finder = finder.logits_of
         self.min_score, self.min_pixels = float(finder.config["finder"]["min_score"]), float(finder.config["finder"]["min_pixels"])
         self.zoom, self.finder_size = finder.zoom, finder.input_size
         self.encoder = model.strategy.encoders["image"]
