@@ -185,15 +185,20 @@ def _finder_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=["test", "validation"],
                    help="the test split, or the model's validation frames (to choose settings on)")
     p.add_argument("--out", default=None, help="JSON file for the results (default: finder_eval[_validation].json beside --ckpt's run)")
+    p.add_argument("--flip-average", action="store_true",
+                   help="average the finder's probabilities with the mirror image's (finder.flip_average), whatever its config says")
 
 
 @command("finder-eval", "end-to-end EPE/AUC with finder crops vs ground-truth crops (test split or validation frames)")(_finder_eval_args)
 def cmd_finder_eval(args: argparse.Namespace) -> int:
     from crossmodal.pipeline.end_to_end import end_to_end
-    from crossmodal.finder.model import resolve_finder
+    from crossmodal.finder.model import resolve_finder, with_flip_average
     from crossmodal.report import write_metrics_json
 
-    result = end_to_end(args.ckpt, resolve_finder(args.finder, None, args.ckpt), args.limit, split=args.split)
+    finder = resolve_finder(args.finder, None, args.ckpt)
+    if args.flip_average:
+        finder = with_flip_average(finder, True)
+    result = end_to_end(args.ckpt, finder, args.limit, split=args.split)
     for name, key in (("ground-truth crops", "ground_truth_crops"), ("finder crops", "finder_crops"),
                       ("finder crops, labelled side", "finder_crops_labelled_side"),
                       ("finder crops, side by fit", "finder_crops_side_by_fit")):

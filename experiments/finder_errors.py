@@ -80,20 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="validation", choices=["validation", "unseen", "test"])
     parser.add_argument("--frames", type=int, default=800, help="at most this many frames")
     parser.add_argument("--out", default=None, help="JSON file (default: finder_errors_<split>.json beside the finder's run)")
-    parser.add_argument("--no-flip-average", action="store_true",
-                        help="locate with the plain network, not averaged with the mirror image (finder.flip_average)")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="locate with the network averaged with the mirror image (finder.flip_average)")
     args = parser.parse_args(argv)
 
     from tqdm.auto import tqdm
 
     from crossmodal.data.rhd import hand_mask, read_label_png, read_rgb_png
     from crossmodal.data.rhd import SyntheticDataset
-    from crossmodal.finder.model import HandFinder, load_finder
+    from crossmodal.finder.model import load_finder, with_flip_average
 
     finder = load_finder(args.finder)
-    if args.no_flip_average:
-        finder = HandFinder(finder.net, {**finder.config, "finder": {**finder.config["finder"], "flip_average": False}},
-                            finder.source)
+    if args.flip_average:
+        finder = with_flip_average(finder, True)
     if args.split in ("validation", "unseen"):
         dataset = SyntheticDataset(args.data, SyntheticDataset.TRAIN_SPLIT)
         validation = len(dataset) - math.ceil(0.1 * len(dataset))

@@ -177,13 +177,11 @@ def data_root(tiny_data: list[str]) -> str:
 
 def test_short_training_lifts_iou_above_a_floor(tiny_data, tiny_finder):
     """Untrained, the finder's hand pixels miss the hands (IoU ~0); after ~480 steps on 16 frames,
-    the full-resolution mask IoU on the 6 unseen evaluation frames clears 0.1 and boxes overlap
-    (averaged with the mirror image, as the finder locates by default, the weak finder's hand
-    probability clears min_score in fewer frames, which count as box IoU 0)."""
+    the full-resolution mask IoU on the 6 unseen evaluation frames clears 0.1 and boxes overlap."""
     run = tiny_finder
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["frames"] == 6 and metrics["split"] == "evaluation"
-    assert metrics["mask_iou"] > 0.1 and metrics["box_iou"] > 0.05, metrics
+    assert metrics["mask_iou"] > 0.1 and metrics["box_iou"] > 0.1, metrics
     assert 0.0 <= metrics["side_accuracy"] <= 1.0
     torch.manual_seed(0)
     frames = load_frames("synthetic", data_root(tiny_data), "evaluation", 64, keep_full=True, progress=False, workers=1)

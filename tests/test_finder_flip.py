@@ -7,7 +7,7 @@ import torch
 
 from crossmodal.finder.flip import FlipAveraged
 from crossmodal.finder.locate import locate_hand
-from crossmodal.finder.model import HandFinder
+from crossmodal.finder.model import HandFinder, with_flip_average
 from crossmodal.registry import FINDERS
 
 
@@ -48,11 +48,18 @@ def test_averaged_finder_sees_a_mirrored_image_as_the_mirrored_hand(net):
         assert torch.allclose(right + right_mirrored, torch.ones(1), atol=1e-4)
 
 
-@pytest.mark.parametrize("setting, averaged", [(None, True), (True, True), (False, False)])
-def test_hand_finder_averages_unless_its_config_says_not(net, setting, averaged):
+@pytest.mark.parametrize("setting, averaged", [(None, False), (True, True), (False, False)])
+def test_hand_finder_averages_when_its_config_says_so(net, setting, averaged):
     finder = {"name": "fcn_small", "input_size": 48, "min_score": 0.5, "min_pixels": 4, "zoom": 0}
     if setting is not None:
         finder["flip_average"] = setting
     hand_finder = HandFinder(net, {"finder": finder}, "test")
     assert isinstance(hand_finder.logits_of, FlipAveraged) is averaged
     assert hand_finder.net is net  # what is saved and bundled stays the plain network
+
+
+def test_the_evaluation_switch_turns_the_average_on_and_off(net):
+    finder = HandFinder(net, {"finder": {"input_size": 48, "min_score": 0.5, "min_pixels": 4, "zoom": 0}}, "test")
+    on = with_flip_average(finder, True)
+    assert isinstance(on.logits_of, FlipAveraged) and on.net is net and "flip_average" not in finder.config["finder"]
+    assert with_flip_average(on, False).logits_of is net

@@ -44,14 +44,14 @@ class HandFinder:
         self.net = net.eval()
         self.config = config
         self.source = source
-        # What locates the hand: the network, averaged with its mirror image unless the config says not to.
+        # What locates the hand: the network, or with finder.flip_average its average with the mirror image.
         self.logits_of = FlipAveraged(self.net).eval() if self.flip_average else self.net
 
     @property
     def flip_average(self) -> bool:
         """Whether the finder's probabilities are averaged with the mirror image's (a finder's config
-        without the key, from before the option, takes the default)."""
-        return bool(self.config["finder"].get("flip_average", True))
+        without the key, from before the option, does not)."""
+        return bool(self.config["finder"].get("flip_average", False))
 
     @property
     def input_size(self) -> int:
@@ -86,6 +86,13 @@ class HandFinder:
         _, regions = ndimage.label(located.any_hand[0].numpy(), structure=np.ones((3, 3)))
         return FoundHand(located.box[0].double().numpy(), "right" if right > 0.5 else "left", right,
                          float(located.score[0]), located.hand[0].numpy(), int(regions))
+
+
+def with_flip_average(finder: HandFinder, on: bool) -> HandFinder:
+    """``finder`` locating with (``on``) or without its average with the mirror image, whatever its
+    config said: the evaluation tools' switch for ``finder.flip_average``."""
+    config = {**finder.config, "finder": {**finder.config["finder"], "flip_average": bool(on)}}
+    return HandFinder(finder.net, config, finder.source)
 
 
 def finder_from_state(config: dict[str, Any], state: dict[str, Any], source: str) -> HandFinder:
