@@ -176,10 +176,12 @@ def export_graphs(ckpt: str, finder: str, folder: Path, size: tuple[int, int]) -
     from crossmodal.pipeline.export import export_checkpoint_with_finder
 
     graphs = {}
-    for name, cloud in (("pose", False), ("pose + cloud", True)):
-        path = folder / f"{name.replace(' + ', '_')}.onnx"
+    # The third graph averages the finder with its mirror image (finder.flip_average): its cost, side by side.
+    for name, cloud, flip in (("pose", False, None), ("pose + cloud", True, None),
+                              ("pose, finder averaged with its mirror image", False, True)):
+        path = folder / f"{len(graphs)}.onnx"
         try:
-            export_checkpoint_with_finder(ckpt, finder, "onnx", path, cloud=cloud, image_size=size)
+            export_checkpoint_with_finder(ckpt, finder, "onnx", path, cloud=cloud, image_size=size, flip_average=flip)
         except Exception as exc:  # a model without a cloud decoder has no second graph
             if cloud:
                 print(f"latency: no pose + cloud graph ({exc})")

@@ -184,7 +184,8 @@ def test_latency_benchmark_times_every_graph_and_predict(tiny_data, tiny_checkpo
                          "--data", root, "--images", "5", "--predict-images", "2", "--warmup", "1", "--no-mediapipe",
                          "--out", str(out)]) == 0
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ours")]
-    assert len(rows) == 4, rows  # pose / pose + cloud at 1 and 2 threads
+    assert len(rows) == 6, rows  # pose / pose + cloud / pose with the mirror-averaged finder, at 1 and 2 threads
+    assert sum("averaged with its mirror image" in row for row in rows) == 2
     for row in rows:
         median, p90, found = [cell.strip() for cell in row.strip("|").split("|")[1:]]
         assert 0 < float(median) <= float(p90) and found.endswith("of 5")

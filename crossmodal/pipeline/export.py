@@ -17,7 +17,7 @@ import torch
 
 from crossmodal.export import (ExportResult, check_export, check_format, default_path, example_batch, export_onnx,
                                export_torchscript, graph_metadata, inference_graph, reloaded_graph)
-from crossmodal.finder.model import load_finder
+from crossmodal.finder.model import load_finder, with_flip_average
 from crossmodal.pipeline.graph import ImageToJoints
 from crossmodal.predict import load_model
 
@@ -54,8 +54,10 @@ def _bundle(model: Any, finder: Any, path: Path) -> tuple[float, str]:
 
 
 def export_with_finder(model: Any, finder_path: str | Path, fmt: str, path: Path, cloud: bool | None,
-                       image_size: tuple[int, int], check_images: np.ndarray | None) -> Any:
+                       image_size: tuple[int, int], check_images: np.ndarray | None, flip_average: bool | None = None) -> Any:
     finder = load_finder(finder_path)
+    if flip_average is not None:
+        finder = with_flip_average(finder, flip_average)
     if fmt == "safetensors":
         difference, checker = _bundle(model, finder, path)
         return ExportResult(path, model.crop_size, ("pose",), difference, checker)
@@ -86,10 +88,11 @@ def _metadata(graph: ImageToJoints, finder: Any) -> dict[str, str]:
 
 def export_checkpoint_with_finder(ckpt: str | Path, finder: str | Path, fmt: str = "onnx", out: str | Path | None = None,
                                   cloud: bool | None = None, image_size: tuple[int, int] = (320, 320),
-                                  check_images: np.ndarray | None = None) -> ExportResult:
+                                  check_images: np.ndarray | None = None, flip_average: bool | None = None) -> ExportResult:
     """``python -m crossmodal export --finder``: safetensors bundles the finder with the model (predict
     then needs nothing else); ONNX and TorchScript export the whole image -> joints graph for images
-    of ``image_size`` (H, W), checked on ``check_images`` (N, H, W, 3) uint8 when given."""
+    of ``image_size`` (H, W), checked on ``check_images`` (N, H, W, 3) uint8 when given.
+    ``flip_average`` overrides the finder's ``finder.flip_average`` in the graph."""
     check_format(fmt)
     return export_with_finder(load_model(ckpt), finder, fmt, Path(out) if out else default_path(ckpt, fmt), cloud,
-                              image_size, check_images)
+                              image_size, check_images, flip_average)
