@@ -186,8 +186,9 @@ class FinderNetConfig:
     zoom: float = 2.0
     # At inference, average the finder's class probabilities with those of the mirrored image (left
     # and right swapped; crossmodal/finder/flip.py): end to end 0.5-0.7 mm lower on validation in two
-    # seeds, but one more finder pass a look makes the exported graph slower than MediaPipe's on 2
-    # CPU cores (docs/predict.md, "Finding the hand"), so it is off unless asked for.
+    # seeds, for one more finder pass a look: the exported graph takes a tenth longer (19.3 against
+    # 17.5 ms side by side, MediaPipe 20.3), eating most of a margin over MediaPipe that comes and
+    # goes with the machine's speed (docs/predict.md, "Latency"), so it is off unless asked for.
     flip_average: bool = False
 
 

@@ -191,12 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="a pose model trained with mirror_left and a keypoint stage")
     parser.add_argument("--finder", default=None, help="also score the finder's crops")
+    parser.add_argument("--flip-average", action="store_true", help="the finder averaged with its mirror image (finder.flip_average)")
     parser.add_argument("--split", default="validation", choices=("validation", "test"))
     parser.add_argument("--limit", type=int, default=0, help="frames (default: all of the split)")
     parser.add_argument("--out", default=None, help="folder (default: beside the checkpoint's run)")
     args = parser.parse_args(argv)
 
-    from crossmodal.finder.model import load_finder
+    from crossmodal.finder.model import load_finder, with_flip_average
     from crossmodal.io import atomic_write_text
     from crossmodal.pipeline.end_to_end import validation_frames
     from crossmodal.predict import load_model
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if fit_sides(model) is None:
         raise SystemExit(f"side views: {args.ckpt} has no side to fit (it needs mirror_left and a 2D keypoint stage)")
     finder = load_finder(args.finder) if args.finder else None
+    if finder is not None and args.flip_average:
+        finder = with_flip_average(finder, True)
     data = model.config.data
     reader = DATASETS.get(data.dataset, key="data.dataset")
     if args.split == "validation":
