@@ -2,7 +2,8 @@
 training crop as a homography sample, RGB encoder, decoders, joints back in the image's camera.
 
 With a finder that looks twice (``finder.zoom``), its second look is in the graph too
-(``crossmodal.finder.zoom``: the window is cut and mapped back by matrix products).
+(``crossmodal.finder.zoom``: the window is cut and mapped back by matrix products); with
+``finder.flip_average``, each look is averaged with the mirror image's (``crossmodal.finder.flip``).
 
 Inputs (one image at a time): ``image`` float32 (1, 3, H, W) RGB in [0, 1] at the size fixed at export, ``K`` (1, 3, 3)
 intrinsics (predict's default camera: focal = image width, principal point at the centre).
