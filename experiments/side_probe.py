@@ -44,15 +44,17 @@ def crops_both_ways(model, image, K, mask, side):
 
 
 def measures(model, crops):
-    """Per crop: pooled features, mean posterior log-variance, mean heatmap peak, pose."""
+    """Per crop, from one encoder pass: pooled features, mean posterior log-variance, mean heatmap
+    peak (``encoders.keypoints.keypoint_fit``, NaN without a keypoint stage), and the decoded pose."""
+    from encoders.keypoints import keypoint_fit
+
     encoder = model.strategy.encoders["image"]
     x = model.crops_to_tensor(np.stack([c.image for c in crops]))
     with torch.no_grad():
-        features, logits = encoder.compute_features(x), encoder.keypoint_maps(x)
+        features, logits = encoder.features_and_keypoint_maps(x)
         logvar = encoder.logvar_head(features).mean(1)
-        peak = (torch.softmax(logits.flatten(2), -1).amax(-1).mean(1) if logits is not None
-                else torch.full_like(logvar, float("nan")))
-        pose = model.strategy.predict(x)["pose"]
+        peak = keypoint_fit(logits) if logits is not None else torch.full_like(logvar, float("nan"))
+        pose = model.strategy.decoders["pose"](encoder.mu_head(features))  # as strategy.predict decodes q's mean
     return features.numpy(), logvar.numpy(), peak.numpy(), pose.numpy()
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from side_probe import crops_both_ways  # noqa: E402
+from side_probe import crops_both_ways, measures  # noqa: E402
 
 #: Bin edges of the palm's facing cosine: the back of the hand, oblique back, edge-on, oblique palm, palm.
 EDGES = (-1.0, -0.5, -0.2, 0.2, 0.5, 1.0)
@@ -53,19 +53,6 @@ def palm_facing(xyz: np.ndarray, side: str) -> float:
     normal = normal / max(float(np.linalg.norm(normal)), 1e-12) * (1.0 if side == "right" else -1.0)
     to_camera = -(wrist + index + little) / 3.0
     return float(normal @ to_camera / max(float(np.linalg.norm(to_camera)), 1e-12))
-
-
-def fit_and_pose(model, crops) -> tuple[np.ndarray, np.ndarray]:
-    """Per crop: the keypoint fit (``encoders.keypoints.keypoint_fit``) and the decoded pose, from one encoder pass."""
-    import torch
-
-    from encoders.keypoints import keypoint_fit
-
-    encoder = model.strategy.encoders["image"]
-    with torch.no_grad():
-        features, logits = encoder.features_and_keypoint_maps(model.crops_to_tensor(np.stack([c.image for c in crops])))
-        pose = model.strategy.decoders["pose"].decode(encoder.mu_head(features))
-    return keypoint_fit(logits).numpy(), pose.numpy()
 
 
 def finger_bend(xyz: np.ndarray) -> float:
@@ -110,7 +97,7 @@ def collect(model, dataset, frames, finder=None, progress: bool = True) -> list[
                                 found=True)
             ways.append(("finder", [crop_hand(model, image, K, region, mirror)[0] for mirror in (False, True)]))
         for name, crops in ways:
-            peak, pose = fit_and_pose(model, crops)
+            _, _, peak, pose = measures(model, crops)
             errors = []
             for k, (crop, mirror) in enumerate(zip(crops, (False, True))):
                 joints = (pose[k].astype(np.float64) @ crop.rotation) * np.array([-1.0 if mirror else 1.0, 1.0, 1.0])
