@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         loss.backward()
         optimiser.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % args.eval_every == 0 or step == args.steps:
             row = {"step": step, "loss": float(np.mean(losses[-args.eval_every:])),
                    "train": accuracy(net, train_x[:1000], train_y[:1000]), "validation": accuracy(net, val_x, val_y),
