@@ -24,9 +24,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SCALES = (0.85, 0.92, 1.0, 1.08, 1.17)
 SHIFT = 0.07  # of the crop side
@@ -85,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=None, help="also every frame's errors (JSON)")
     args = parser.parse_args(argv)
 
-    import torch
     from tqdm.auto import tqdm
 
     from crossmodal.data.geometry import apply_homography
@@ -100,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     from crossmodal.predict.image import crop_hand
     from crossmodal.predict.side import plan_hand
     from crossmodal.registry import DATASETS
-    from encoders.keypoints import soft_argmax
+    from encoders.keypoints import keypoint_fit, soft_argmax
+    from side_probe import encoder_pass
 
     model, finder = load_model(args.ckpt), load_finder(args.finder)
     reader = DATASETS.get(model.config.data.dataset, key="data.dataset")
     dataset = reader(model.config.data.root, reader.TRAIN_SPLIT)
-    margin, encoder = model.preprocess.crop_margin, model.strategy.encoders["image"]
+    margin = model.preprocess.crop_margin
     if not model.has_keypoint_stage:
         parser.error(f"{args.ckpt}: the keypoint routes need a model with a 2D keypoint stage")
 
@@ -119,12 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         return read_rgb_png(paths["color"]), mask, label, np.asarray(label["K"], dtype=np.float64), mirror
 
     def run(crops: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Poses (in the image's camera frame, as predict returns them), fits and keypoints (crop pixels)."""
-        images = np.stack([crop.image for crop in crops])
-        with torch.no_grad():
-            logits = encoder.keypoint_maps(model.crops_to_tensor(images))
-        return (model.predict(images)["pose"].astype(np.float64),
-                model.keypoint_fit(images), soft_argmax(logits, model.crop_size).numpy().astype(np.float64))
+        """Poses (in the crop's frame), fits and keypoints (crop pixels), from one encoder pass."""
+        _, logits, pose = encoder_pass(model, crops)
+        return (pose.numpy().astype(np.float64), keypoint_fit(logits).numpy(),
+                soft_argmax(logits, model.crop_size).numpy().astype(np.float64))
 
     def keypoints_in_image(crop, keypoints: np.ndarray, mirror: bool, width: int) -> np.ndarray:
         uv = apply_homography(np.linalg.inv(crop.homography), keypoints)

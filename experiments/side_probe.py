@@ -43,18 +43,25 @@ def crops_both_ways(model, image, K, mask, side):
     return [crop_hand(model, image, K, region, mirror)[0] for mirror in (False, True)]
 
 
+def encoder_pass(model, crops):
+    """Per crop, from one pass of the RGB encoder: its pooled features, the 2D keypoint stage's
+    logits (None without the stage) and the pose decoded from q's mean, as ``strategy.predict``
+    decodes it (tensors)."""
+    encoder = model.strategy.encoders["image"]
+    with torch.no_grad():
+        features, logits = encoder.features_and_keypoint_maps(model.crops_to_tensor(np.stack([c.image for c in crops])))
+        return features, logits, model.strategy.decoders["pose"](encoder.mu_head(features))
+
+
 def measures(model, crops):
     """Per crop, from one encoder pass: pooled features, mean posterior log-variance, mean heatmap
     peak (``encoders.keypoints.keypoint_fit``, NaN without a keypoint stage), and the decoded pose."""
     from encoders.keypoints import keypoint_fit
 
-    encoder = model.strategy.encoders["image"]
-    x = model.crops_to_tensor(np.stack([c.image for c in crops]))
+    features, logits, pose = encoder_pass(model, crops)
     with torch.no_grad():
-        features, logits = encoder.features_and_keypoint_maps(x)
-        logvar = encoder.logvar_head(features).mean(1)
-        peak = keypoint_fit(logits) if logits is not None else torch.full_like(logvar, float("nan"))
-        pose = model.strategy.decoders["pose"](encoder.mu_head(features))  # as strategy.predict decodes q's mean
+        logvar = model.strategy.encoders["image"].logvar_head(features).mean(1)
+    peak = keypoint_fit(logits) if logits is not None else torch.full_like(logvar, float("nan"))
     return features.numpy(), logvar.numpy(), peak.numpy(), pose.numpy()
 
 
