@@ -7,7 +7,8 @@ is used whatever ``data.labeled_fraction`` says, and none of its labels is read.
 the equivariant contrastive loss of ``crossmodal.contrastive`` (PeCLR). ``OUT/trunk.pt`` holds the
 trunk's state dict under torchvision's names, which ``rgb_resnet18``'s ``pretrained_path`` loads;
 ``OUT/pretrain.json`` the settings, the loss curve and the time it took (to add to the cost of
-the rows trained from it).
+the rows trained from it). An interrupted pre-training resumes from ``OUT/pretrain_state.pt``
+(saved every 100 steps), with a new pass over the frames from there.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from torch import nn
 
 from crossmodal import contrastive
 from crossmodal.errors import ConfigError
+
+# An interrupted pre-training (a campaign's session ending) resumes from its last saved state in
+# OUT; the state goes once trunk.pt and pretrain.json are written.
+STATE_FILE = "pretrain_state.pt"
+SAVE_EVERY = 100
 
 
 @dataclass
@@ -93,9 +99,39 @@ def pretrain(cfg: Any, settings: PretrainSettings, out: Path, progress: bool = T
     net = PretrainNet(settings.points)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / settings.steps)))
+    state_path = out / STATE_FILE
+    # Identifies the run a saved state belongs to: resuming another one would mix two trainings.
+    identity = {"settings": asdict(settings), "seed": int(cfg.seed), "frames": frames}
     losses: list[float] = []
-    started, cpu_started = time.perf_counter(), time.process_time()
+    resumed_at: list[int] = []
+    earlier_wall_s = earlier_cpu_s = 0.0
     step = 0
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=False)
+        if state["identity"] != identity:
+            raise ConfigError(f"pretrain: {state_path} holds an unfinished pre-training with other settings, seed or "
+                              f"frames ({state['identity']}); remove it or choose another --out")
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step, losses, resumed_at = int(state["step"]), list(state["losses"]), [*state["resumed_at"], int(state["step"])]
+        earlier_wall_s, earlier_cpu_s = float(state["wall_s"]), float(state["cpu_s"])
+        if progress:
+            print(f"[pretrain] resuming from {state_path} at step {step}/{settings.steps}", flush=True)
+    started, cpu_started = time.perf_counter(), time.process_time()
+
+    def save_state() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_suffix(".part")
+        torch.save({"identity": identity, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(), "step": step, "losses": losses, "resumed_at": resumed_at,
+                    "wall_s": earlier_wall_s + time.perf_counter() - started,
+                    "cpu_s": earlier_cpu_s + time.process_time() - cpu_started}, tmp)
+        tmp.replace(state_path)
+
     net.train()
     while step < settings.steps:
         for batch in datamodule.train_dataloader():
@@ -118,16 +154,20 @@ def pretrain(cfg: Any, settings: PretrainSettings, out: Path, progress: bool = T
             step += 1
             if progress and (step % 50 == 0 or step == settings.steps):
                 print(f"[pretrain] step {step}/{settings.steps}: loss {sum(losses[-50:]) / len(losses[-50:]):.4f}, "
-                      f"{time.perf_counter() - started:.0f} s", flush=True)
+                      f"{earlier_wall_s + time.perf_counter() - started:.0f} s", flush=True)
             if step >= settings.steps:
                 break
+            if step % SAVE_EVERY == 0:
+                save_state()
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "trunk.pt.part"
     torch.save(net.trunk.state_dict(), tmp)
     tmp.replace(out / "trunk.pt")
     record = {"settings": asdict(settings), "frames": frames, "data_root": str(cfg.data.root), "seed": int(cfg.seed),
               "loss_first": losses[0], "loss_last": sum(losses[-50:]) / len(losses[-50:]), "losses": losses,
-              "wall_s": time.perf_counter() - started, "cpu_s": time.process_time() - cpu_started,
-              "torch_threads": torch.get_num_threads(), "trunk": str(out / "trunk.pt")}
+              "wall_s": earlier_wall_s + time.perf_counter() - started,
+              "cpu_s": earlier_cpu_s + time.process_time() - cpu_started,
+              "torch_threads": torch.get_num_threads(), "trunk": str(out / "trunk.pt"), "resumed_at": resumed_at}
     atomic_write_text(out / "pretrain.json", json.dumps(record, indent=1) + "\n")
+    state_path.unlink(missing_ok=True)
     return record

@@ -79,3 +79,56 @@ def test_pretrain_settings_are_one_line_errors(tmp_path, capsys) -> None:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--steps must be >= 1, got 0" in err
     assert not (tmp_path / "trunk.pt").exists()
+
+
+def test_an_interrupted_pretraining_resumes_where_it_was_saved(tiny_data, tmp_path, single_thread, monkeypatch) -> None:
+    from crossmodal import pretrain as module
+    from crossmodal.config import load_config
+
+    cfg = load_config(None, list(tiny_data))
+    settings = module.PretrainSettings(steps=4, batch_size=4)
+    whole = module.pretrain(cfg, settings, tmp_path / "whole", progress=False)
+
+    monkeypatch.setattr(module, "SAVE_EVERY", 2)
+    calls = {"n": 0}
+    forward = module.PretrainNet.forward
+
+    def stop_at_the_third_step(self, images):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as a killed session would stop it
+        return forward(self, images)
+
+    monkeypatch.setattr(module.PretrainNet, "forward", stop_at_the_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        module.pretrain(cfg, settings, tmp_path / "cut", progress=False)
+    assert (tmp_path / "cut" / module.STATE_FILE).is_file() and not (tmp_path / "cut" / "trunk.pt").exists()
+    monkeypatch.setattr(module.PretrainNet, "forward", forward)
+    resumed = module.pretrain(cfg, settings, tmp_path / "cut", progress=False)
+    assert resumed["resumed_at"] == [2] and whole["resumed_at"] == []
+    assert len(resumed["losses"]) == 4 and resumed["losses"][:2] == whole["losses"][:2]
+    assert not (tmp_path / "cut" / module.STATE_FILE).exists() and (tmp_path / "cut" / "trunk.pt").is_file()
+
+
+def test_a_saved_state_of_other_settings_is_refused(tiny_data, tmp_path, single_thread, monkeypatch) -> None:
+    from crossmodal import pretrain as module
+    from crossmodal.config import load_config
+    from crossmodal.errors import ConfigError
+
+    cfg = load_config(None, list(tiny_data))
+    monkeypatch.setattr(module, "SAVE_EVERY", 1)
+    forward, calls = module.PretrainNet.forward, {"n": 0}
+
+    def stop_at_the_second_step(self, images):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return forward(self, images)
+
+    monkeypatch.setattr(module.PretrainNet, "forward", stop_at_the_second_step)
+    with pytest.raises(KeyboardInterrupt):
+        module.pretrain(cfg, module.PretrainSettings(steps=3, batch_size=4), tmp_path, progress=False)
+    monkeypatch.setattr(module.PretrainNet, "forward", forward)
+    with pytest.raises(ConfigError) as excinfo:
+        module.pretrain(cfg, module.PretrainSettings(steps=3, batch_size=4, lr=0.5), tmp_path, progress=False)
+    assert str(tmp_path / module.STATE_FILE) in str(excinfo.value) and "\n" not in str(excinfo.value)

@@ -98,7 +98,7 @@ def _pretrained_trunk(cfg: Any, row: Row, out_dir: Path) -> tuple[float, float]:
     trunk = out_dir / str(options.pretrained_path)
     record_path = trunk.parent / "pretrain.json"
     if not (trunk.is_file() and record_path.is_file()):
-        pretrain(cfg, pretrain_settings(row.pretrain), trunk.parent, progress=False)
+        pretrain(cfg, pretrain_settings(row.pretrain), trunk.parent)
     options.pretrained_path = str(trunk)
     record = json.loads(record_path.read_text())
     return float(record["wall_s"]), float(record["wall_s"]) * int(record.get("torch_threads", torch.get_num_threads()))
