@@ -118,10 +118,13 @@ class Logistic:
         opt.step(closure)
         return self
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def probability(self, x: np.ndarray) -> np.ndarray:
         X = torch.as_tensor((x - self.mean) / self.std, dtype=torch.float64)
         with torch.no_grad():
-            return (X @ self.w + self.b).numpy() > 0
+            return torch.sigmoid(X @ self.w + self.b).numpy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.probability(x) > 0.5
 
 
 def score(rows, classifier=None):
