@@ -99,6 +99,14 @@ def write_safetensors(path: Path, config: dict[str, Any], state: dict[str, Any])
         save_file(tensors, str(tmp), metadata={"format": "pt", CONFIG_KEY: json.dumps(config)})
 
 
+def with_side_temperature(config: dict[str, Any], temperature: float) -> dict[str, Any]:
+    """A shared model's config with its side temperature (``crossmodal.side_weight``) beside it, under
+    the checkpoint's own key; :func:`read_checkpoint` moves it back out of the config."""
+    from crossmodal.side_weight import CHECKPOINT_KEY
+
+    return {**config, CHECKPOINT_KEY: float(temperature)} if temperature > 0 else config
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(stored config, whole checkpoint) of a Lightning checkpoint or a shared safetensors file,
     read once and without running anything in it; a missing,
@@ -109,6 +117,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if is_safetensors(path):
         config, state = read_safetensors(path)
         ckpt: Any = {"state_dict": {k: v for k, v in state.items() if not k.startswith(FINDER_PREFIX)}}
+        from crossmodal.side_weight import CHECKPOINT_KEY
+
+        if CHECKPOINT_KEY in config:
+            ckpt[CHECKPOINT_KEY] = float(config.pop(CHECKPOINT_KEY))
         if "finder" in config and "model" in config:  # a pose model shared with its hand finder
             finder_state = {k.removeprefix(FINDER_PREFIX): v for k, v in state.items() if k.startswith(FINDER_PREFIX)}
             ckpt["finder"] = {"config": config.pop("finder"), "state_dict": finder_state}

@@ -161,6 +161,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_side_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", required=True, help="a pose checkpoint trained with preprocess.mirror_left and a keypoint stage")
+    p.add_argument("--frames", type=int, default=800, help="training crops to fit on (default 800)")
+
+
+@command("calibrate-side", "fit how sure a model's keypoint fit is of a hand's side, into its checkpoint (train does "
+         "it when a run ends): predict then weighs both sides' poses")(_calibrate_side_args)
+def cmd_calibrate_side(args: argparse.Namespace) -> int:
+    from crossmodal.errors import ConfigError
+    from crossmodal.side_calibration import calibrate_side
+
+    if args.frames < 1:
+        raise ConfigError(f"calibrate-side: --frames must be >= 1, got {args.frames}")
+    temperature = calibrate_side(args.ckpt, args.frames)
+    if temperature is None:
+        raise ConfigError(f"{args.ckpt}: its model needs no side temperature: it saw both sides, or has no 2D keypoint "
+                          "stage to tell the side by")
+    print(f"calibrate-side: side temperature {temperature:.5f} written into {args.ckpt}")
+    return 0
+
+
 # --------------------------------------------------------------------------- finder
 
 @command("finder", "train the hand finder (whole image -> hand pixels, side, box) on frames with part masks "

@@ -181,11 +181,12 @@ def export_safetensors(model: InferenceModel, graph: RGBInferenceGraph, path: Pa
     """Write the whole module's weights and its config; returns the outputs the check compares."""
     from omegaconf import OmegaConf
 
-    from crossmodal.checkpoints import write_safetensors
+    from crossmodal.checkpoints import with_side_temperature, write_safetensors
 
     # module.cfg, not the checkpoint's config: load_trained_module cleared the ImageNet
     # pretrained_path in it, a file on the trainer's machine that the shared model does not need.
-    write_safetensors(path, OmegaConf.to_container(model.module.cfg, resolve=True), model.module.state_dict())
+    config = OmegaConf.to_container(model.module.cfg, resolve=True)
+    write_safetensors(path, with_side_temperature(config, model.side_temperature), model.module.state_dict())
     return graph.outputs
 
 

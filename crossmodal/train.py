@@ -215,6 +215,9 @@ def train(cfg: DictConfig) -> RunResult:
         # The test split is evaluated once, on one device, so every sample counts exactly once
         # (a distributed sampler would pad the split to a multiple of the world size).
         metrics = evaluate_checkpoint(best, cfg, run_dir)
+        from crossmodal.side_calibration import calibrate_side
+
+        calibrate_side(best)  # a model that takes a found hand's side from its own fit: how sure it is
     (clock,) = [c for c in trainer.callbacks if isinstance(c, TrainingClock)]
     return RunResult(run_dir, Path(best) if best else None, metrics, prepare_s, clock.earlier_fit_s,
                      clock.earlier_thread_s)

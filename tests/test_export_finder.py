@@ -145,18 +145,50 @@ def test_graph_mirrors_and_turns_the_crop_as_predict_does(mirror_left, tiny_data
     assert checked >= 2
 
 
-def test_side_by_fit_graph_runs_in_onnxruntime_as_in_pytorch(tiny_data, tiny_checkpoints, tiny_finder, tmp_path):
+@pytest.mark.parametrize("temperature", [0.0, 0.01])
+def test_side_by_fit_graph_runs_in_onnxruntime_as_in_pytorch(temperature, tiny_data, tiny_checkpoints, tiny_finder,
+                                                              tmp_path):
     """The two-hypothesis graph (a right-hands-only model with a keypoint stage) exports, and
-    onnxruntime gives PyTorch's outputs, fit_right included."""
+    onnxruntime gives PyTorch's outputs, fit_right included; with a side temperature too, where
+    the pose is both hypotheses' weighted."""
     from crossmodal.pipeline.export import export_with_finder
 
     model = load_model(tiny_checkpoints["poe"])
     model.config.data.preprocess.mirror_left = True
+    model.side_temperature = temperature
     images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in eval_images(tiny_data, 3)])
     result = export_with_finder(model, tiny_finder / "checkpoints" / "best.ckpt", "onnx", tmp_path / "fit.onnx", None,
                                 (320, 320), images)
     assert result.outputs == ("pose", "cloud", "box", "right", "found", "fit_right")
     assert result.checked_with == "onnxruntime" and result.max_difference <= 1e-4, result
+
+
+def test_graph_weighs_both_sides_as_predict_does(tiny_data, tiny_checkpoints, tiny_finder):
+    """With a side temperature, the graph's pose is predict's hedged joints (up to the graph's
+    supersampling), and moves from the unhedged graph's where the fit is unsure."""
+    from crossmodal.pipeline.graph import ImageToJoints
+
+    model, finder = load_model(tiny_checkpoints["poe"]), load_finder(tiny_finder / "checkpoints" / "best.ckpt")
+    model.config.data.preprocess.orient = True
+    model.config.data.preprocess.mirror_left = True
+    hard = ImageToJoints(finder, model, (320, 320), with_cloud=False).eval()
+    model.side_temperature = 1.0  # far above a tiny model's fit margins: p near 1/2, the two poses averaged
+    soft = ImageToJoints(finder, model, (320, 320), with_cloud=False).eval()
+    checked = 0
+    for path in eval_images(tiny_data, 6):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        if finder.find(image) is None:
+            continue
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            out_hard, out_soft = hard(x, default_K((320, 320), 1)), soft(x, default_K((320, 320), 1))
+        pred = predict_image(model, path, finder=finder)
+        assert pred.side_fit["probability"] < 0.6
+        assert np.abs(out_soft[0][0].numpy() - pred.joints).max() < 0.5
+        assert np.abs(out_soft[0][0].numpy() - out_hard[0][0].numpy()).max() > 1e-3
+        assert torch.equal(out_soft[-1], out_hard[-1])  # the side reported is the better fit's either way
+        checked += 1
+    assert checked >= 2
 
 
 def test_cli_export_with_finder_and_bad_image_size(tiny_checkpoints, tiny_finder, tmp_path, capsys):

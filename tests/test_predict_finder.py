@@ -186,7 +186,11 @@ def test_the_side_by_fit_is_the_hypothesis_whose_keypoint_maps_peak_higher(tiny_
     crops = np.stack([crop_and_infer(model, image, K, region, mirror)[0].image for mirror in (False, True)])
     fits = model.keypoint_fit(crops)
     assert fits.shape == (2,) and ((fits > 0) & (fits <= 1)).all() and fits[0] != fits[1]
-    assert side_by_fit(model, image, K, box[:2], box[2:], mask) == ("left" if fits[1] > fits[0] else "right")
+    side, pose = side_by_fit(model, image, K, box[:2], box[2:], mask)
+    assert side == ("left" if fits[1] > fits[0] else "right")
+    crop, out, _ = crop_and_infer(model, image, K, region, side == "left")
+    expected = (out["pose"][0].astype(np.float64) @ crop.rotation) * [-1.0 if side == "left" else 1.0, 1.0, 1.0]
+    np.testing.assert_allclose(pose, expected, atol=1e-5)  # no side temperature: the better fit's pose
     with pytest.raises(Exception, match="no 2D keypoint stage to tell the side by"):
         load_model(tiny_checkpoints["crossmodal"]).keypoint_fit(crops)  # S1 here has no keypoint stage
 
@@ -211,7 +215,9 @@ def test_predict_takes_the_side_by_the_models_keypoint_fit(tiny_data, tiny_check
         fit_right, fit_left = model.keypoint_fit(crops)
         expected = "left" if fit_left > fit_right else "right"
         assert pred.side_fit == {"side": expected, "fit_right": pytest.approx(fit_right, abs=1e-4),
-                                 "fit_left": pytest.approx(fit_left, abs=1e-4)}
+                                 "fit_left": pytest.approx(fit_left, abs=1e-4), "probability": 1.0,
+                                 "side_temperature": 0.0,
+                                 "joints": f"the {expected} hand's pose (no side temperature in the checkpoint)"}
         assert pred.hand.side == expected and pred.hand.mirror == (expected == "left")
         assert np.array_equal(pred.crop, crops[int(pred.hand.mirror)])  # the chosen hypothesis' crop, reused
         assert pred.hand.side_source.startswith("the model's keypoint fit (right ")
@@ -229,6 +235,34 @@ def test_predict_takes_the_side_by_the_models_keypoint_fit(tiny_data, tiny_check
     plain.config.data.preprocess.mirror_left = True
     pred = predict_image(plain, image, finder=finder)
     assert pred.side_fit is None and pred.hand.side == pred.finder["side"]
+
+
+def test_with_a_side_temperature_predict_weighs_both_sides_poses(tiny_data, tiny_checkpoints, tiny_finder):
+    """The joints are the two hypotheses' poses (each through the model, back in the image's camera)
+    weighted by sigmoid(fit margin / T); the side and its crop stay the better fit's."""
+    from crossmodal.predict import load_model, predict_image
+    from crossmodal.predict.image import crop_and_infer
+
+    model = load_model(tiny_checkpoints["poe"])
+    model.config.data.preprocess.mirror_left = True
+    finder = load_finder(tiny_finder / "checkpoints" / "best.ckpt")
+    (index,) = frames_with_a_found_hand(tiny_data, tiny_finder)[:1]
+    image, _ = eval_image(tiny_data, index)
+    hard = predict_image(model, image, finder=finder)
+    poses, fits = [], []
+    for mirror in (False, True):
+        crop, out, _ = crop_and_infer(model, hard.image, hard.K, hard.region, mirror)
+        poses.append((out["pose"][0].astype(np.float64) @ crop.rotation) * [-1.0 if mirror else 1.0, 1.0, 1.0])
+        fits.append(float(model.keypoint_fit(crop.image[None])[0]))
+    np.testing.assert_allclose(hard.joints, poses[int(hard.hand.mirror)], atol=1e-5)  # T = 0: the choice
+    model.side_temperature = abs(fits[0] - fits[1]) + 1e-3  # a margin of about one temperature: p well inside (0, 1)
+    soft = predict_image(model, image, finder=finder)
+    p_right = 1.0 / (1.0 + np.exp(-(fits[0] - fits[1]) / model.side_temperature))
+    np.testing.assert_allclose(soft.joints, p_right * poses[0] + (1 - p_right) * poses[1], atol=1e-5)
+    assert not np.allclose(soft.joints, hard.joints, atol=1e-4)
+    assert soft.side_fit["probability"] == pytest.approx(max(p_right, 1 - p_right), abs=1e-4)
+    assert soft.hand.side == hard.hand.side and np.array_equal(soft.crop, hard.crop)
+    assert soft.side_fit["joints"] == "both sides' poses weighted by their probability"
 
 
 def test_finder_eval_on_validation_frames_reproduces_the_validation_epe(tiny_data, tiny_checkpoints, tiny_finder):

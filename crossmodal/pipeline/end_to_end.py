@@ -22,14 +22,18 @@ from crossmodal.finder.metrics import box_iou
 
 
 def side_by_fit(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-                pixels: np.ndarray | None) -> str:
+                pixels: np.ndarray | None) -> tuple[str, np.ndarray]:
     """predict's side by the model's keypoint fit (``crossmodal.predict.image.side_by_fit``) for the
-    hand box ``lo``-``hi`` and its pixels."""
+    hand box ``lo``-``hi`` and its pixels, and predict's pose for it (normalised, root-relative,
+    image camera): both sides' weighted by their probability where the model has a side temperature
+    (``hedged_by_fit``)."""
     from crossmodal.predict.boxes import box_region
+    from crossmodal.predict.image import hedged_by_fit
     from crossmodal.predict.image import side_by_fit as fitted_side
 
-    return fitted_side(model, image, K, box_region(lo, hi, model.preprocess.crop_margin, "finder-eval", pixels,
-                                                   found=True))[0]
+    region = box_region(lo, hi, model.preprocess.crop_margin, "finder-eval", pixels, found=True)
+    side, fits, hypotheses = fitted_side(model, image, K, region)
+    return side, hedged_by_fit(model, fits, hypotheses).joints
 
 
 def _pose(model: Any, image: np.ndarray, K: np.ndarray, lo: np.ndarray, hi: np.ndarray, pixels: np.ndarray | None,
@@ -140,12 +144,12 @@ def end_to_end(pose_checkpoint: str | Path, finder: Any, limit: int = 0, progres
             poses[name].append(_pose(model, image, K, lo, hi, pixels, side, found=name != "ground truth"))
         if by_fit:
             if found is None:
-                fitted = None
+                poses["finder, side by fit"].append(_pose(model, image, K, found_box[:2], found_box[2:], None, None,
+                                                          found=True))
             else:
-                fitted = side_by_fit(model, image, K, found_box[:2], found_box[2:], found_pixels)
+                fitted, pose = side_by_fit(model, image, K, found_box[:2], found_box[2:], found_pixels)
                 fit_ok.append(fitted == label["hand_side"])
-            poses["finder, side by fit"].append(_pose(model, image, K, found_box[:2], found_box[2:], found_pixels, fitted,
-                                                              found=True))
+                poses["finder, side by fit"].append(pose)
         xyz = np.asarray(label["xyz"], dtype=np.float64)
         scale = float(bone_scale(xyz))
         truth.append((xyz - xyz[0]) / scale)

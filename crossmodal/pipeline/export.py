@@ -39,10 +39,10 @@ def _bundle(model: Any, finder: Any, path: Path) -> tuple[float, str]:
     """Write model + finder as safetensors; reload both as a user would and compare."""
     from omegaconf import OmegaConf
 
-    from crossmodal.checkpoints import write_safetensors
-    from crossmodal.checkpoints import FINDER_PREFIX
+    from crossmodal.checkpoints import FINDER_PREFIX, with_side_temperature, write_safetensors
 
-    config = {**OmegaConf.to_container(model.module.cfg, resolve=True), "finder": finder.config}
+    config = with_side_temperature({**OmegaConf.to_container(model.module.cfg, resolve=True), "finder": finder.config},
+                                   model.side_temperature)
     state = {**model.module.state_dict(), **{FINDER_PREFIX + k: v for k, v in finder.net.state_dict().items()}}
     write_safetensors(path, config, state)
     graph, images = inference_graph(model), example_batch(model.crop_size, batch=3, seed=1)

@@ -134,6 +134,8 @@ class ImageToJoints(nn.Module):
         sides = training_hands(str(model.config.data.dataset), bool(pre.mirror_left)) or ("left", "right")
         self.only_side = sides[0] if len(sides) == 1 else ""
         self.by_fit = bool(self.only_side) and getattr(self.encoder, "keypoint_stage", None) is not None
+        # With the fit's side, both sides' poses are weighted by their probability (crossmodal.side_weight).
+        self.side_temperature = float(getattr(model, "side_temperature", 0.0))
         self.image_size = (height, width)
 
     @property
@@ -209,7 +211,8 @@ class ImageToJoints(nn.Module):
 
     def _by_fit(self, image: Tensor, K: Tensor, box: Tensor, hand: Tensor, right: Tensor, found: Tensor) -> tuple[Tensor, ...]:
         """Both hypotheses in one batch, as is and mirrored; each image keeps the one whose keypoint
-        maps peak higher (``encoders.keypoints.keypoint_fit``), as predict's ``side_by_fit``."""
+        maps peak higher (``encoders.keypoints.keypoint_fit``), as predict's ``side_by_fit``, and with
+        a side temperature the pose is both hypotheses' weighted by their probability, as predict's."""
         from encoders.keypoints import keypoint_fit
 
         B = len(image)
@@ -217,15 +220,25 @@ class ImageToJoints(nn.Module):
         points, weights = hand
         pair = self._mirrored(flipped, image.repeat(2, 1, 1, 1), K.repeat(2, 1, 1), box.repeat(2, 1),
                               (points.expand(2 * B, -1, -1), weights.repeat(2, 1)))
-        crops, R = self.crop(*pair, flipped)
+        crops, R_pair = self.crop(*pair, flipped)
         features, logits = self.encoder.features_and_keypoint_maps(crops)
         fit = keypoint_fit(logits)
         mirrored = (fit[B:] > fit[:B]) & found
         z_pair = self.encoder.mu_head(features)
         z = torch.where(mirrored[:, None], z_pair[B:], z_pair[:B])
-        R = torch.where(mirrored[:, None, None], R[B:], R[:B])
+        R = torch.where(mirrored[:, None, None], R_pair[B:], R_pair[:B])
         fit_right = mirrored if self.only_side == "left" else ~mirrored
-        return self._decoded(z, R, mirrored, (box, right, found.to(image.dtype), (fit_right & found).to(image.dtype)))
+        out = self._decoded(z, R, mirrored, (box, right, found.to(image.dtype), (fit_right & found).to(image.dtype)))
+        if self.side_temperature <= 0:
+            return out
+        from crossmodal.side_weight import hedge, side_probability
+
+        one = torch.ones_like(fit)
+        back = torch.stack([torch.where(flipped, -one, one), one, one], -1)[:, None]
+        pair = self.pose_decoder.decode(z_pair) @ R_pair * back
+        # No hand found: the whole image, as is (the seen side), as without the hedge.
+        p_seen = torch.where(found, side_probability(fit[:B], fit[B:], self.side_temperature), torch.ones_like(fit[:B]))
+        return (hedge(pair[:B], pair[B:], p_seen), *out[1:])
 
     def _mirrored(self, mirrored: Tensor, image: Tensor, K: Tensor, box: Tensor,
                   hand: tuple[Tensor, Tensor]) -> tuple[Any, ...]:

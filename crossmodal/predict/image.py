@@ -129,18 +129,27 @@ def predict_image(
         # The finder's side is near chance on the synthetic hands; the model's own fit is not
         # (docs/predict.md, "Which hand"). --hand and a mask's labels still win.
         fitted, fits, hypotheses = side_by_fit(model, image, K, region)
-        side_fit = {"side": fitted, **{f"fit_{name}": round(float(v), 4) for name, v in zip(sides, fits)}}
+        hedged = hedged_by_fit(model, fits, hypotheses)
+        side_fit = {"side": fitted, **{f"fit_{name}": round(float(v), 4) for name, v in zip(sides, fits)},
+                    "probability": round(hedged.probability, 4), "side_temperature": model.side_temperature,
+                    "joints": "both sides' poses weighted by their probability" if model.side_temperature > 0
+                    else f"the {fitted} hand's pose (no side temperature in the checkpoint)"}
         if said is not None and said["side"] != fitted:
             notes.append(f"{image_path}: the model's keypoint fit takes the {fitted} hand where the finder said {said['side']}")
         side, side_source = fitted, f"the model's keypoint fit ({', '.join(f'{name} {v:.3f}' for name, v in zip(sides, fits))})"
         hand = plan_hand(str(model.config.data.dataset), side, side_source, bool(model.preprocess.mirror_left))
         cropped = hypotheses[int(hand.mirror)]  # the chosen hypothesis' crop, not cut again
-    crop, outline = cropped or crop_hand(model, image, K, region, hand.mirror)
-    out = model.predict(crop.image[None])
-    # corrected = R @ camera, so camera-frame rows = corrected rows @ R; then un-mirror and scale.
-    back = np.array([-1.0 if hand.mirror else 1.0, 1.0, 1.0]) * (float(bone_mm) if bone_mm is not None else 1.0)
-    joints = (out["pose"][0].astype(np.float64) @ crop.rotation) * back
-    cloud = (out["cloud"][0].astype(np.float64) @ crop.rotation) * back if with_cloud and "cloud" in out else None
+    units_scale = float(bone_mm) if bone_mm is not None else 1.0
+    if cropped is not None:
+        crop, outline = cropped
+        joints = hedged.joints * units_scale
+        cloud = hedged.cloud * units_scale if with_cloud and hedged.cloud is not None else None
+    else:
+        crop, outline = crop_hand(model, image, K, region, hand.mirror)
+        out = model.predict(crop.image[None])
+        back = hypothesis_back(hand.mirror) * units_scale
+        joints = (out["pose"][0].astype(np.float64) @ crop.rotation) * back
+        cloud = (out["cloud"][0].astype(np.float64) @ crop.rotation) * back if with_cloud and "cloud" in out else None
     root = fit_root_translation(joints, K, region.box_lo, region.box_hi)
     units = "mm" if bone_mm is not None else NORMALISED_UNITS
     return Prediction(image_path, image, crop.image, joints, cloud, project(joints + root, K), root, outline, region,
@@ -189,6 +198,40 @@ def fit_sides(model: InferenceModel) -> tuple[str, str] | None:
     if not model.has_keypoint_stage or sides is None or len(sides) != 1:
         return None
     return sides[0], "left" if sides[0] == "right" else "right"
+
+
+def hypothesis_back(mirror: bool) -> np.ndarray:
+    """What takes a model output to the image camera after ``@ crop.rotation`` (corrected = R @
+    camera, so camera-frame rows = corrected rows @ R): un-mirrored where the crop was mirrored."""
+    return np.array([-1.0 if mirror else 1.0, 1.0, 1.0])
+
+
+@dataclass
+class HedgedPose:
+    """The pose predict gives when the model's fit takes the side (``crossmodal.side_weight``)."""
+
+    joints: np.ndarray  # (21, 3) normalised, root-relative, image camera: the two sides' poses weighted
+    cloud: np.ndarray | None  # (P, 3) the better-fitting side's cloud, likewise (clouds have no matching points to weigh)
+    probability: float  # of the better-fitting side
+
+
+def hedged_by_fit(model: InferenceModel, fits: np.ndarray, hypotheses: list[tuple[Any, np.ndarray]]) -> HedgedPose:
+    """Both hypotheses of :func:`side_by_fit` (the side the model saw, as is; the other, mirrored)
+    through the model, their poses weighted by the probability of each side; with the model's
+    ``side_temperature`` 0, the better fit's pose alone."""
+    import torch
+
+    from crossmodal.side_weight import hedge, side_probability
+
+    out = model.predict(np.stack([crop.image for crop, _ in hypotheses]))
+    poses = [(out["pose"][k].astype(np.float64) @ crop.rotation) * hypothesis_back(bool(k))
+             for k, (crop, _) in enumerate(hypotheses)]
+    p_seen = float(side_probability(torch.tensor(float(fits[0])), torch.tensor(float(fits[1])), model.side_temperature))
+    joints = hedge(torch.from_numpy(poses[0]), torch.from_numpy(poses[1]), torch.tensor(p_seen)).numpy()
+    chosen = int(fits[1] > fits[0])
+    crop = hypotheses[chosen][0]
+    cloud = (out["cloud"][chosen].astype(np.float64) @ crop.rotation) * hypothesis_back(bool(chosen)) if "cloud" in out else None
+    return HedgedPose(joints, cloud, p_seen if chosen == 0 else 1.0 - p_seen)
 
 
 def side_by_fit(model: InferenceModel, image: np.ndarray, K: np.ndarray,

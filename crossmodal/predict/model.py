@@ -19,6 +19,8 @@ class InferenceModel:
     config: Any  # the checkpoint's resolved config (DictConfig)
     checkpoint: Path
     finder_bundle: dict[str, Any] | None = None  # {"config", "state_dict"} of a finder stored in the same file
+    # How sure the keypoint fit's side is (crossmodal.side_weight); 0: no hedge, the better fit's pose.
+    side_temperature: float = 0.0
 
     @property
     def strategy(self) -> Any:
@@ -100,4 +102,6 @@ def load_model(path: str | Path) -> InferenceModel:
     module, ckpt = load_trained(path)
     module.eval()
     config = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(module.cfg))
-    return InferenceModel(module, config, Path(path), ckpt.get("finder"))
+    from crossmodal.side_weight import CHECKPOINT_KEY
+
+    return InferenceModel(module, config, Path(path), ckpt.get("finder"), float(ckpt.get(CHECKPOINT_KEY, 0.0)))
