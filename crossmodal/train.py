@@ -217,7 +217,10 @@ def train(cfg: DictConfig) -> RunResult:
         metrics = evaluate_checkpoint(best, cfg, run_dir)
         from crossmodal.side_calibration import calibrate_side
 
-        calibrate_side(best)  # a model that takes a found hand's side from its own fit: how sure it is
+        temperature = calibrate_side(best)  # a model that takes a found hand's side from its own fit: how sure it is
+        if temperature is not None:
+            print(f"side temperature {temperature:.5f} written into {best} (predict weighs a found hand's two "
+                  "sides by it)")
     (clock,) = [c for c in trainer.callbacks if isinstance(c, TrainingClock)]
     return RunResult(run_dir, Path(best) if best else None, metrics, prepare_s, clock.earlier_fit_s,
                      clock.earlier_thread_s)
